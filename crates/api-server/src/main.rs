@@ -1,0 +1,2 @@
+//! The SMS inbox API server.
+fn main() {}

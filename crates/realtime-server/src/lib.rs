@@ -1,0 +1,1 @@
+//! A Pusher protocol 7 server (WebSocket + HTTP API).
