@@ -115,6 +115,32 @@ impl Credentials {
             return Err(ValidationError::MissingPresenceUserId.into());
         }
         let channel_data = serde_json::to_string(member).map_err(crate::Error::Serialize)?;
+        Ok(self.sign_presence(&socket_id, &channel, channel_data))
+    }
+
+    /// Authorizes a presence channel subscription with presence data of any
+    /// shape: `channel_data` must serialise to an object with a non-empty
+    /// string `user_id`; its keys keep their order.
+    pub fn authorize_presence_channel_with_data<T: Serialize + ?Sized>(
+        &self,
+        socket_id: &str,
+        channel: &str,
+        channel_data: &T,
+    ) -> Result<ChannelAuth> {
+        let socket_id = SocketId::parse(socket_id)?;
+        let channel = ChannelName::parse(channel)?;
+        if channel.kind() != ChannelKind::Presence {
+            return Err(not_applicable(&channel, "it is not a presence channel"));
+        }
+        let value = serde_json::to_value(channel_data).map_err(crate::Error::Serialize)?;
+        match value.get("user_id").and_then(|id| id.as_str()) {
+            Some(id) if !id.is_empty() => {}
+            _ => return Err(ValidationError::MissingPresenceUserId.into()),
+        }
+        Ok(self.sign_presence(&socket_id, &channel, value.to_string()))
+    }
+
+    fn sign_presence(&self, socket_id: &SocketId, channel: &ChannelName, channel_data: String) -> ChannelAuth {
         let signature = self.signer().sign_hex(&[
             socket_id.as_str().as_bytes(),
             b":",
@@ -122,11 +148,11 @@ impl Credentials {
             b":",
             channel_data.as_bytes(),
         ]);
-        Ok(ChannelAuth {
+        ChannelAuth {
             auth: self.token(&signature),
             channel_data: Some(channel_data),
             shared_secret: None,
-        })
+        }
     }
 
     /// Authenticates a user (`pusher:signin`). `user_data` must serialise to a
