@@ -140,7 +140,12 @@ impl Credentials {
         Ok(self.sign_presence(&socket_id, &channel, value.to_string()))
     }
 
-    fn sign_presence(&self, socket_id: &SocketId, channel: &ChannelName, channel_data: String) -> ChannelAuth {
+    fn sign_presence(
+        &self,
+        socket_id: &SocketId,
+        channel: &ChannelName,
+        channel_data: String,
+    ) -> ChannelAuth {
         let signature = self.signer().sign_hex(&[
             socket_id.as_str().as_bytes(),
             b":",
@@ -250,14 +255,17 @@ mod tests {
 
     // The fixture of Pusher's reference test suite.
     fn creds() -> Credentials {
-        Credentials::new("123", "b5390e69136683c40d2d", "24aaea961cfe1335f796").with_encryption_master_key(
-            MasterKey::from_base64("a7QyXV8eYrtJBehbuix68XCPO6+LrpnNNReWOkaXW7A=").unwrap(),
-        )
+        Credentials::new("123", "b5390e69136683c40d2d", "24aaea961cfe1335f796")
+            .with_encryption_master_key(
+                MasterKey::from_base64("a7QyXV8eYrtJBehbuix68XCPO6+LrpnNNReWOkaXW7A=").unwrap(),
+            )
     }
 
     #[test]
     fn authenticate_private_channel_succeeds() {
-        let answer = creds().authorize_channel("123.456", "private-my-channel").unwrap();
+        let answer = creds()
+            .authorize_channel("123.456", "private-my-channel")
+            .unwrap();
         assert_eq!(
             answer.auth,
             "b5390e69136683c40d2d:077ffe22dd122b1752d77a3fac2a4d53a08f9e5e19799e9266e7b243bc619100"
@@ -292,17 +300,25 @@ mod tests {
         let creds = Credentials::new("1", "key", "secret");
         assert!(matches!(
             creds.authorize_channel("1.1", "private-encrypted-x"),
-            Err(Error::Validation(ValidationError::MissingEncryptionMasterKey(_)))
+            Err(Error::Validation(
+                ValidationError::MissingEncryptionMasterKey(_)
+            ))
         ));
     }
 
     #[test]
     fn authenticate_presence_channel_succeeds() {
-        let member: PresenceMember<'_> = PresenceMember { user_id: "user_1", user_info: None };
+        let member: PresenceMember<'_> = PresenceMember {
+            user_id: "user_1",
+            user_info: None,
+        };
         let answer = creds()
             .authorize_presence_channel("123.456", "presence-my-channel", &member)
             .unwrap();
-        assert_eq!(answer.channel_data.as_deref(), Some(r#"{"user_id":"user_1"}"#));
+        assert_eq!(
+            answer.channel_data.as_deref(),
+            Some(r#"{"user_id":"user_1"}"#)
+        );
         assert_eq!(
             answer.auth,
             "b5390e69136683c40d2d:9f80a404199ac45a69b836a25fc88f09efb9ffef44d6fded36ac91b9d10887a2"
@@ -313,7 +329,10 @@ mod tests {
     #[test]
     fn authenticate_presence_channel_with_user_info_succeeds() {
         let info = serde_json::json!({"name": "Joe Bloggs"});
-        let member = PresenceMember { user_id: "user_1", user_info: Some(&info) };
+        let member = PresenceMember {
+            user_id: "user_1",
+            user_info: Some(&info),
+        };
         let answer = creds()
             .authorize_presence_channel("123.456", "presence-my-channel", &member)
             .unwrap();
@@ -333,7 +352,10 @@ mod tests {
             creds().authorize_channel("123.456", "presence-my-channel"),
             Err(Error::Validation(ValidationError::MissingPresenceUserId))
         ));
-        let member: PresenceMember<'_> = PresenceMember { user_id: "", user_info: None };
+        let member: PresenceMember<'_> = PresenceMember {
+            user_id: "",
+            user_info: None,
+        };
         assert!(matches!(
             creds().authorize_presence_channel("123.456", "presence-my-channel", &member),
             Err(Error::Validation(ValidationError::MissingPresenceUserId))
@@ -344,12 +366,19 @@ mod tests {
     fn authenticate_public_channel_fails() {
         assert!(matches!(
             creds().authorize_channel("123.456", "my-channel"),
-            Err(Error::Validation(ValidationError::ChannelAuthNotApplicable { .. }))
+            Err(Error::Validation(
+                ValidationError::ChannelAuthNotApplicable { .. }
+            ))
         ));
-        let member: PresenceMember<'_> = PresenceMember { user_id: "u", user_info: None };
+        let member: PresenceMember<'_> = PresenceMember {
+            user_id: "u",
+            user_info: None,
+        };
         assert!(matches!(
             creds().authorize_presence_channel("123.456", "private-my-channel", &member),
-            Err(Error::Validation(ValidationError::ChannelAuthNotApplicable { .. }))
+            Err(Error::Validation(
+                ValidationError::ChannelAuthNotApplicable { .. }
+            ))
         ));
     }
 
@@ -393,13 +422,25 @@ mod tests {
         assert!(!creds.verify_channel_auth("1.2", "private-a", None, "other:abc"));
         assert!(!creds.verify_channel_auth("1.2", "private-a", None, "garbage"));
 
-        let member: PresenceMember<'_> = PresenceMember { user_id: "7", user_info: None };
-        let presence = creds.authorize_presence_channel("1.2", "presence-a", &member).unwrap();
+        let member: PresenceMember<'_> = PresenceMember {
+            user_id: "7",
+            user_info: None,
+        };
+        let presence = creds
+            .authorize_presence_channel("1.2", "presence-a", &member)
+            .unwrap();
         let data = presence.channel_data.as_deref();
         assert!(creds.verify_channel_auth("1.2", "presence-a", data, &presence.auth));
-        assert!(!creds.verify_channel_auth("1.2", "presence-a", Some(r#"{"user_id":"8"}"#), &presence.auth));
+        assert!(!creds.verify_channel_auth(
+            "1.2",
+            "presence-a",
+            Some(r#"{"user_id":"8"}"#),
+            &presence.auth
+        ));
 
-        let user = creds.authenticate_user("1.2", &serde_json::json!({"id": "7"})).unwrap();
+        let user = creds
+            .authenticate_user("1.2", &serde_json::json!({"id": "7"}))
+            .unwrap();
         assert!(creds.verify_user_auth("1.2", &user.user_data, &user.auth));
         assert!(!creds.verify_user_auth("1.2", r#"{"id":"8"}"#, &user.auth));
     }

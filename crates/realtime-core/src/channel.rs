@@ -269,10 +269,16 @@ mod tests {
 
     #[test]
     fn kinds_follow_the_prefix() {
-        assert_eq!(ChannelKind::of("private-encrypted-a"), ChannelKind::PrivateEncrypted);
+        assert_eq!(
+            ChannelKind::of("private-encrypted-a"),
+            ChannelKind::PrivateEncrypted
+        );
         assert_eq!(ChannelKind::of("private-a"), ChannelKind::Private);
         assert_eq!(ChannelKind::of("presence-a"), ChannelKind::Presence);
-        assert_eq!(ChannelKind::of("#server-to-user-a"), ChannelKind::ServerToUser);
+        assert_eq!(
+            ChannelKind::of("#server-to-user-a"),
+            ChannelKind::ServerToUser
+        );
         assert_eq!(ChannelKind::of("privatex"), ChannelKind::Public);
         assert!(!ChannelKind::Public.requires_auth());
         assert!(ChannelKind::Presence.requires_auth());
@@ -281,7 +287,9 @@ mod tests {
     #[test]
     fn socket_ids_are_digits_dot_digits() {
         assert!(SocketId::parse("1234.1234").is_ok());
-        for bad in ["", "1234", ".1", "1.", "1.2.3", "a.1", "1.1\n", " 1.1", "١.١"] {
+        for bad in [
+            "", "1234", ".1", "1.", "1.2.3", "a.1", "1.1\n", " 1.1", "١.١",
+        ] {
             assert!(SocketId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -181,7 +181,8 @@ impl Pusher {
     pub async fn trigger_batch(&self, events: &[Event]) -> Result<BatchResponse> {
         let prepared = prepare_batch(events, self.credentials(), self.config().max_data_bytes)?;
         let body = to_json(&BatchBody::new(&prepared))?;
-        self.request(Method::POST, "batch_events", &[], Some(body)).await
+        self.request(Method::POST, "batch_events", &[], Some(body))
+            .await
     }
 
     /// Sends an event to every connection of one authenticated user
@@ -194,7 +195,8 @@ impl Pusher {
     ) -> Result<()> {
         let user_id = UserId::parse(user_id)?;
         let channel = ChannelName::server_to_user(&user_id);
-        self.trigger_event(&Event::new(&channel, event, data)?).await?;
+        self.trigger_event(&Event::new(&channel, event, data)?)
+            .await?;
         Ok(())
     }
 
@@ -272,7 +274,9 @@ impl Pusher {
         signature_header: Option<&str>,
         body: &[u8],
     ) -> Result<Webhook, WebhookError> {
-        self.inner.webhooks.verify(key_header, signature_header, body)
+        self.inner
+            .webhooks
+            .verify(key_header, signature_header, body)
     }
 
     /// Sends one signed request, retrying as the configured policy allows.
@@ -287,7 +291,9 @@ impl Pusher {
         let path = format!("/apps/{}/{}", credentials.app_id(), path);
         let mut attempt = 1;
         loop {
-            let outcome = self.send_once(&method, &path, params, body.as_deref()).await;
+            let outcome = self
+                .send_once(&method, &path, params, body.as_deref())
+                .await;
             let failure = match &outcome {
                 Ok(_) => None,
                 Err(Error::Http { status, .. }) => Some(Failure::Status(*status)),
@@ -458,7 +464,9 @@ impl ChannelsQuery<'_> {
         if let Some(info) = &info {
             params.push(("info", info.as_str()));
         }
-        self.pusher.request(Method::GET, "channels", &params, None).await
+        self.pusher
+            .request(Method::GET, "channels", &params, None)
+            .await
     }
 }
 

@@ -29,7 +29,11 @@ pub struct Credentials {
 
 impl Credentials {
     /// Credentials of the app `app_id` with its `key` and `secret`.
-    pub fn new(app_id: impl Into<String>, key: impl Into<String>, secret: impl Into<Secret>) -> Self {
+    pub fn new(
+        app_id: impl Into<String>,
+        key: impl Into<String>,
+        secret: impl Into<Secret>,
+    ) -> Self {
         let secret = secret.into();
         Credentials {
             app_id: app_id.into(),
@@ -170,7 +174,9 @@ impl Config {
             (Some("apps"), Some(id), None | Some("")) if !id.is_empty() => id.to_owned(),
             _ => return Err(invalid("the path must be /apps/APP_ID")),
         };
-        let mut builder = Config::builder(app_id, key, secret).host(host).scheme(scheme);
+        let mut builder = Config::builder(app_id, key, secret)
+            .host(host)
+            .scheme(scheme);
         if let Some(port) = parsed.port() {
             builder = builder.port(port);
         }
@@ -199,7 +205,9 @@ impl Config {
                 .ok_or(ConfigError::Missing("PUSHER_KEY"))?;
             let secret = get("PUSHER_SECRET").ok_or(ConfigError::Missing("PUSHER_SECRET"))?;
             let mut builder = Config::builder(app_id, key, secret);
-            if let Some(cluster) = get("PUSHER_CLUSTER").or_else(|| get("NEXT_PUBLIC_PUSHER_CLUSTER")) {
+            if let Some(cluster) =
+                get("PUSHER_CLUSTER").or_else(|| get("NEXT_PUBLIC_PUSHER_CLUSTER"))
+            {
                 builder = builder.cluster(cluster);
             }
             if let Some(host) = get("PUSHER_HOST") {
@@ -407,14 +415,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn cluster_selects_the_api_host() {
-        let config = Config::builder("1", "k", "s").cluster("eu").build().unwrap();
+        let config = Config::builder("1", "k", "s")
+            .cluster("eu")
+            .build()
+            .unwrap();
         assert_eq!(config.base_url(), "https://api-eu.pusher.com");
         let config = Config::builder("1", "k", "s").build().unwrap();
         assert_eq!(config.base_url(), "https://api-mt1.pusher.com");
@@ -434,13 +447,20 @@ mod tests {
 
     #[test]
     fn hosts_given_as_urls_are_refused() {
-        assert!(Config::builder("1", "k", "s").host("https://x.com").build().is_err());
-        assert!(Config::builder("1", "k", "s").host("x.com/").build().is_err());
+        assert!(Config::builder("1", "k", "s")
+            .host("https://x.com")
+            .build()
+            .is_err());
+        assert!(Config::builder("1", "k", "s")
+            .host("x.com/")
+            .build()
+            .is_err());
     }
 
     #[test]
     fn a_url_gives_every_part() {
-        let config = Config::from_url("https://my%2Bkey:se%2Fcret@api-eu.pusher.com/apps/123").unwrap();
+        let config =
+            Config::from_url("https://my%2Bkey:se%2Fcret@api-eu.pusher.com/apps/123").unwrap();
         assert_eq!(config.credentials().key(), "my+key");
         assert_eq!(config.credentials().secret().expose(), "se/cret");
         assert_eq!(config.credentials().app_id(), "123");
@@ -476,7 +496,10 @@ mod tests {
             ("NEXT_PUBLIC_PUSHER_KEY", "k"),
             ("PUSHER_SECRET", "s"),
             ("NEXT_PUBLIC_PUSHER_CLUSTER", "ap2"),
-            ("PUSHER_ENCRYPTION_MASTER_KEY_BASE64", "a7QyXV8eYrtJBehbuix68XCPO6+LrpnNNReWOkaXW7A="),
+            (
+                "PUSHER_ENCRYPTION_MASTER_KEY_BASE64",
+                "a7QyXV8eYrtJBehbuix68XCPO6+LrpnNNReWOkaXW7A=",
+            ),
         ]))
         .unwrap();
         assert_eq!(config.base_url(), "https://api-ap2.pusher.com");

@@ -144,7 +144,10 @@ mod tests {
         let a = encrypt(&key(), "private-encrypted-x", r#"{"a":1}"#);
         let b = encrypt(&key(), "private-encrypted-x", r#"{"a":1}"#);
         assert_ne!(a, b);
-        assert_eq!(decrypt(&key(), "private-encrypted-x", &a).as_deref(), Ok(r#"{"a":1}"#));
+        assert_eq!(
+            decrypt(&key(), "private-encrypted-x", &a).as_deref(),
+            Ok(r#"{"a":1}"#)
+        );
     }
 
     #[test]
@@ -159,7 +162,11 @@ mod tests {
             Err(EncryptionError::MalformedPayload)
         );
         assert_eq!(
-            decrypt(&key(), "private-encrypted-x", r#"{"nonce":"AAAA","ciphertext":"AAAA"}"#),
+            decrypt(
+                &key(),
+                "private-encrypted-x",
+                r#"{"nonce":"AAAA","ciphertext":"AAAA"}"#
+            ),
             Err(EncryptionError::InvalidNonce)
         );
     }

@@ -3,9 +3,7 @@
 
 use serde::Serialize;
 
-use crate::channel::{
-    ChannelName, EventName, SocketId, MAX_BATCH_EVENTS, MAX_TRIGGER_CHANNELS,
-};
+use crate::channel::{ChannelName, EventName, SocketId, MAX_BATCH_EVENTS, MAX_TRIGGER_CHANNELS};
 use crate::config::Credentials;
 use crate::crypto;
 use crate::error::{Error, Result, ValidationError};
@@ -142,7 +140,11 @@ impl Event {
 
     /// Checks every rule and encrypts the data for an encrypted channel.
     /// `max_data_bytes` bounds the data as sent (after encryption).
-    pub fn prepare(&self, credentials: &Credentials, max_data_bytes: usize) -> Result<PreparedEvent> {
+    pub fn prepare(
+        &self,
+        credentials: &Credentials,
+        max_data_bytes: usize,
+    ) -> Result<PreparedEvent> {
         if self.channels.is_empty() {
             return Err(ValidationError::NoChannels.into());
         }
@@ -159,11 +161,7 @@ impl Event {
             .map(|c| ChannelName::parse(c.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
         let name = EventName::parse(self.name.as_str())?;
-        let socket_id = self
-            .socket_id
-            .as_deref()
-            .map(SocketId::parse)
-            .transpose()?;
+        let socket_id = self.socket_id.as_deref().map(SocketId::parse).transpose()?;
         for attribute in &self.info {
             if !INFO_ATTRIBUTES.contains(&attribute.as_str()) {
                 return Err(ValidationError::InvalidInfoAttribute(attribute.clone()).into());
@@ -325,7 +323,12 @@ mod tests {
 
     #[test]
     fn post_event_succeeds_for_valid_multichannel_event() {
-        let prepared = prepare(Event::from_json(["private-my-channel", "my-channel"], "my-event", "{}")).unwrap();
+        let prepared = prepare(Event::from_json(
+            ["private-my-channel", "my-channel"],
+            "my-event",
+            "{}",
+        ))
+        .unwrap();
         assert_eq!(prepared.channels.len(), 2);
         let body = serde_json::to_string(&TriggerBody::from(&prepared)).unwrap();
         assert_eq!(
@@ -336,11 +339,17 @@ mod tests {
 
     #[test]
     fn post_event_fails_for_invalid_multichannel_event() {
-        let event = Event::from_json(["private-encrypted-my-channel", "my-channel"], "my-event", "{}");
+        let event = Event::from_json(
+            ["private-encrypted-my-channel", "my-channel"],
+            "my-event",
+            "{}",
+        );
         let creds = creds().with_encryption_master_key(MasterKey::from_bytes([1; 32]));
         assert!(matches!(
             event.prepare(&creds, DEFAULT_MAX_DATA_BYTES),
-            Err(Error::Validation(ValidationError::EncryptedChannelWithOthers))
+            Err(Error::Validation(
+                ValidationError::EncryptedChannelWithOthers
+            ))
         ));
     }
 
@@ -368,11 +377,17 @@ mod tests {
 
     #[test]
     fn every_rule_has_its_own_error() {
-        assert_eq!(validation(prepare(Event::from_json(Vec::<String>::new(), "e", "{}"))), ValidationError::NoChannels);
+        assert_eq!(
+            validation(prepare(Event::from_json(Vec::<String>::new(), "e", "{}"))),
+            ValidationError::NoChannels
+        );
         let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
         assert_eq!(
             validation(prepare(Event::from_json(many, "e", "{}"))),
-            ValidationError::TooManyChannels { count: 101, max: 100 }
+            ValidationError::TooManyChannels {
+                count: 101,
+                max: 100
+            }
         );
         let hundred: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
         assert!(prepare(Event::from_json(hundred, "e", "{}")).is_ok());
@@ -380,7 +395,10 @@ mod tests {
             validation(prepare(Event::from_json("bad channel", "e", "{}"))),
             ValidationError::InvalidChannelName(_)
         ));
-        assert_eq!(validation(prepare(Event::from_json("c", "", "{}"))), ValidationError::EmptyEventName);
+        assert_eq!(
+            validation(prepare(Event::from_json("c", "", "{}"))),
+            ValidationError::EmptyEventName
+        );
         assert!(matches!(
             validation(prepare(Event::from_json("c", "e".repeat(201), "{}"))),
             ValidationError::EventNameTooLong { .. }
@@ -401,10 +419,15 @@ mod tests {
         assert!(prepare(Event::from_json("c", "e", data.clone())).is_ok());
         assert_eq!(
             validation(prepare(Event::from_json("c", "e", data + "x"))),
-            ValidationError::DataTooLarge { size: 10241, limit: 10240 }
+            ValidationError::DataTooLarge {
+                size: 10241,
+                limit: 10240
+            }
         );
         let big = "x".repeat(20_000);
-        assert!(Event::from_json("c", "e", big).prepare(&creds(), 32 * 1024).is_ok());
+        assert!(Event::from_json("c", "e", big)
+            .prepare(&creds(), 32 * 1024)
+            .is_ok());
     }
 
     #[test]
@@ -424,19 +447,30 @@ mod tests {
 
     #[test]
     fn post_batch_events_fails_for_multichannel_events() {
-        let events = [Event::from_json(["private-my-channel", "my-channel"], "my-event", "{}")];
+        let events = [Event::from_json(
+            ["private-my-channel", "my-channel"],
+            "my-event",
+            "{}",
+        )];
         assert!(matches!(
             prepare_batch(&events, &creds(), DEFAULT_MAX_DATA_BYTES),
-            Err(Error::Validation(ValidationError::MultichannelBatchEvent(2)))
+            Err(Error::Validation(ValidationError::MultichannelBatchEvent(
+                2
+            )))
         ));
     }
 
     #[test]
     fn post_batch_events_fails_for_too_large_batch() {
-        let events: Vec<Event> = (0..11).map(|_| Event::from_json("my-channel", "my-event", "{}")).collect();
+        let events: Vec<Event> = (0..11)
+            .map(|_| Event::from_json("my-channel", "my-event", "{}"))
+            .collect();
         assert!(matches!(
             prepare_batch(&events, &creds(), DEFAULT_MAX_DATA_BYTES),
-            Err(Error::Validation(ValidationError::BatchTooLarge { count: 11, max: 10 }))
+            Err(Error::Validation(ValidationError::BatchTooLarge {
+                count: 11,
+                max: 10
+            }))
         ));
         assert!(matches!(
             prepare_batch(&[], &creds(), DEFAULT_MAX_DATA_BYTES),

@@ -66,7 +66,9 @@ impl RetryPolicy {
         if !retryable || attempt >= self.max_attempts {
             return RetryDecision::GiveUp;
         }
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         let delay = self.base_delay.saturating_mul(factor).min(self.max_delay);
         RetryDecision::RetryAfter(delay)
     }
@@ -80,7 +82,10 @@ mod tests {
     fn client_errors_are_never_retried() {
         let policy = RetryPolicy::default();
         for status in [400, 401, 403, 404, 413, 429] {
-            assert_eq!(policy.decide(Failure::Status(status), 1), RetryDecision::GiveUp);
+            assert_eq!(
+                policy.decide(Failure::Status(status), 1),
+                RetryDecision::GiveUp
+            );
         }
     }
 
@@ -101,7 +106,10 @@ mod tests {
 
     #[test]
     fn a_single_attempt_policy_never_retries() {
-        assert_eq!(RetryPolicy::never().decide(Failure::Transport, 1), RetryDecision::GiveUp);
+        assert_eq!(
+            RetryPolicy::never().decide(Failure::Transport, 1),
+            RetryDecision::GiveUp
+        );
     }
 
     #[test]

@@ -222,13 +222,10 @@ pub fn verify_request(
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    let signature = find("auth_signature").ok_or(RequestAuthError::MissingParameter(
-        "auth_signature",
-    ))?;
+    let signature =
+        find("auth_signature").ok_or(RequestAuthError::MissingParameter("auth_signature"))?;
     find("auth_key").ok_or(RequestAuthError::MissingParameter("auth_key"))?;
-    let version = find("auth_version").ok_or(RequestAuthError::MissingParameter(
-        "auth_version",
-    ))?;
+    let version = find("auth_version").ok_or(RequestAuthError::MissingParameter("auth_version"))?;
     if version != AUTH_VERSION {
         return Err(RequestAuthError::UnsupportedVersion(version.to_owned()));
     }
@@ -261,7 +258,12 @@ pub fn verify_request(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let string_to_sign = format!("{}\n{}\n{}", method.to_ascii_uppercase(), path, signed_query);
+    let string_to_sign = format!(
+        "{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        path,
+        signed_query
+    );
     if signer.verify_hex(&[string_to_sign.as_bytes()], signature) {
         Ok(())
     } else {
@@ -277,7 +279,8 @@ mod tests {
         Signer::new(&Secret::new("7ad3773142a6692b25b8"))
     }
 
-    const DOCS_BODY: &str = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+    const DOCS_BODY: &str =
+        r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
 
     #[test]
     fn signs_the_documented_example_request() {
@@ -322,8 +325,14 @@ mod tests {
         let verify = |method: &str, path: &str, body: &str, now: u64| {
             verify_request(&signer, method, path, &params, body.as_bytes(), now, 600)
         };
-        assert_eq!(verify("POST", "/apps/3/events", DOCS_BODY, 1353088179), Ok(()));
-        assert_eq!(verify("POST", "/apps/3/events", DOCS_BODY, 1353088179 + 600), Ok(()));
+        assert_eq!(
+            verify("POST", "/apps/3/events", DOCS_BODY, 1353088179),
+            Ok(())
+        );
+        assert_eq!(
+            verify("POST", "/apps/3/events", DOCS_BODY, 1353088179 + 600),
+            Ok(())
+        );
         assert!(matches!(
             verify("POST", "/apps/4/events", DOCS_BODY, 1353088179),
             Err(RequestAuthError::InvalidSignature { .. })
@@ -338,7 +347,15 @@ mod tests {
         ));
         let other = Signer::new(&Secret::new("another secret"));
         assert!(matches!(
-            verify_request(&other, "POST", "/apps/3/events", &params, DOCS_BODY.as_bytes(), 1353088179, 600),
+            verify_request(
+                &other,
+                "POST",
+                "/apps/3/events",
+                &params,
+                DOCS_BODY.as_bytes(),
+                1353088179,
+                600
+            ),
             Err(RequestAuthError::InvalidSignature { .. })
         ));
     }
@@ -347,7 +364,10 @@ mod tests {
     fn missing_auth_parameters_are_named() {
         let signer = docs_signer();
         let err = verify_request(&signer, "GET", "/apps/3/channels", &[], b"", 0, 600);
-        assert_eq!(err, Err(RequestAuthError::MissingParameter("auth_signature")));
+        assert_eq!(
+            err,
+            Err(RequestAuthError::MissingParameter("auth_signature"))
+        );
     }
 
     #[test]

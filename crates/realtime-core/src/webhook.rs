@@ -224,14 +224,12 @@ impl WebhookVerifier {
         }
         let mut event: WebhookEvent = serde_json::from_value(value)
             .map_err(|e| WebhookError::InvalidBody(format!("{name}: {e}")))?;
-        if let (
-            WebhookEvent::ClientEvent { channel, data, .. },
-            Some(master_key),
-        ) = (&mut event, &self.master_key)
+        if let (WebhookEvent::ClientEvent { channel, data, .. }, Some(master_key)) =
+            (&mut event, &self.master_key)
         {
             if ChannelKind::of(channel) == ChannelKind::PrivateEncrypted {
-                *data = crypto::decrypt(master_key, channel, data)
-                    .map_err(WebhookError::Decryption)?;
+                *data =
+                    crypto::decrypt(master_key, channel, data).map_err(WebhookError::Decryption)?;
             }
         }
         Ok(event)
@@ -299,26 +297,51 @@ mod tests {
 
     #[test]
     fn missing_pusher_key_header_webhook_fails() {
-        assert_eq!(verifier().verify(None, Some("00"), b"{}"), Err(WebhookError::MissingKey));
-        assert_eq!(verifier().verify(Some(""), Some("00"), b"{}"), Err(WebhookError::MissingKey));
+        assert_eq!(
+            verifier().verify(None, Some("00"), b"{}"),
+            Err(WebhookError::MissingKey)
+        );
+        assert_eq!(
+            verifier().verify(Some(""), Some("00"), b"{}"),
+            Err(WebhookError::MissingKey)
+        );
     }
 
     #[test]
     fn missing_pusher_signature_header_webhook_fails() {
-        assert_eq!(verifier().verify(Some(KEY), None, b"{}"), Err(WebhookError::MissingSignature));
+        assert_eq!(
+            verifier().verify(Some(KEY), None, b"{}"),
+            Err(WebhookError::MissingSignature)
+        );
     }
 
     #[test]
     fn verify_channel_occupied_webhook_succeeds() {
-        let webhook = verify_signed(&body(r#"{"name":"channel_occupied","channel":"my-channel"}"#)).unwrap();
+        let webhook = verify_signed(&body(
+            r#"{"name":"channel_occupied","channel":"my-channel"}"#,
+        ))
+        .unwrap();
         assert_eq!(webhook.time_ms, 1619602993000);
-        assert_eq!(webhook.events, vec![WebhookEvent::ChannelOccupied { channel: "my-channel".into() }]);
+        assert_eq!(
+            webhook.events,
+            vec![WebhookEvent::ChannelOccupied {
+                channel: "my-channel".into()
+            }]
+        );
     }
 
     #[test]
     fn verify_channel_vacated_webhook_succeeds() {
-        let webhook = verify_signed(&body(r#"{"name":"channel_vacated","channel":"my-channel"}"#)).unwrap();
-        assert_eq!(webhook.events, vec![WebhookEvent::ChannelVacated { channel: "my-channel".into() }]);
+        let webhook = verify_signed(&body(
+            r#"{"name":"channel_vacated","channel":"my-channel"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            webhook.events,
+            vec![WebhookEvent::ChannelVacated {
+                channel: "my-channel".into()
+            }]
+        );
     }
 
     #[test]
@@ -347,7 +370,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             webhook.events,
-            vec![WebhookEvent::MemberAdded { channel: "presence-my-channel".into(), user_id: "user_1".into() }]
+            vec![WebhookEvent::MemberAdded {
+                channel: "presence-my-channel".into(),
+                user_id: "user_1".into()
+            }]
         );
     }
 
@@ -359,7 +385,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             webhook.events,
-            vec![WebhookEvent::MemberRemoved { channel: "presence-my-channel".into(), user_id: "user_1".into() }]
+            vec![WebhookEvent::MemberRemoved {
+                channel: "presence-my-channel".into(),
+                user_id: "user_1".into()
+            }]
         );
     }
 
@@ -369,36 +398,60 @@ mod tests {
             r#"{"name":"cache_miss","channel":"cache-a"},{"name":"subscription_count","channel":"a","subscription_count":3},{"name":"from_the_future","channel":"b"}"#,
         ))
         .unwrap();
-        assert_eq!(webhook.events[0], WebhookEvent::CacheMiss { channel: "cache-a".into() });
+        assert_eq!(
+            webhook.events[0],
+            WebhookEvent::CacheMiss {
+                channel: "cache-a".into()
+            }
+        );
         assert_eq!(
             webhook.events[1],
-            WebhookEvent::SubscriptionCount { channel: "a".into(), subscription_count: 3 }
+            WebhookEvent::SubscriptionCount {
+                channel: "a".into(),
+                subscription_count: 3
+            }
         );
-        assert!(matches!(&webhook.events[2], WebhookEvent::Unknown { name, .. } if name == "from_the_future"));
+        assert!(
+            matches!(&webhook.events[2], WebhookEvent::Unknown { name, .. } if name == "from_the_future")
+        );
         assert_eq!(webhook.events[2].channel(), Some("b"));
     }
 
     #[test]
     fn signed_bodies_that_are_not_webhooks_are_refused() {
-        for bad in ["not json", "{}", r#"{"time_ms":1,"events":[{"channel":"x"}]}"#, r#"{"time_ms":1,"events":[{"name":"member_added","channel":"x"}]}"#] {
-            assert!(matches!(verify_signed(bad), Err(WebhookError::InvalidBody(_))), "{bad}");
+        for bad in [
+            "not json",
+            "{}",
+            r#"{"time_ms":1,"events":[{"channel":"x"}]}"#,
+            r#"{"time_ms":1,"events":[{"name":"member_added","channel":"x"}]}"#,
+        ] {
+            assert!(
+                matches!(verify_signed(bad), Err(WebhookError::InvalidBody(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn any_of_several_secrets_for_a_key_is_accepted_during_rotation() {
-        let verifier = verifier().with_app(KEY, Secret::new("new secret")).with_app("other", Secret::new("x"));
+        let verifier = verifier()
+            .with_app(KEY, Secret::new("new secret"))
+            .with_app("other", Secret::new("x"));
         let body = body(r#"{"name":"channel_vacated","channel":"a"}"#);
         for secret in [SECRET, "new secret"] {
             let signature = sign_webhook(&Secret::new(secret), body.as_bytes());
-            assert!(verifier.verify(Some(KEY), Some(&signature), body.as_bytes()).is_ok());
+            assert!(verifier
+                .verify(Some(KEY), Some(&signature), body.as_bytes())
+                .is_ok());
         }
         let signature = sign_webhook(&Secret::new("x"), body.as_bytes());
         assert_eq!(
             verifier.verify(Some(KEY), Some(&signature), body.as_bytes()),
             Err(WebhookError::InvalidSignature)
         );
-        assert!(verifier.verify(Some("other"), Some(&signature), body.as_bytes()).is_ok());
+        assert!(verifier
+            .verify(Some("other"), Some(&signature), body.as_bytes())
+            .is_ok());
     }
 
     #[test]
@@ -413,8 +466,12 @@ mod tests {
         let signature = sign_webhook(&Secret::new(SECRET), body.as_bytes());
 
         let plain = verifier().with_encryption_master_key(master_key);
-        let webhook = plain.verify(Some(KEY), Some(&signature), body.as_bytes()).unwrap();
-        assert!(matches!(&webhook.events[0], WebhookEvent::ClientEvent { data, .. } if data == r#"{"typing":true}"#));
+        let webhook = plain
+            .verify(Some(KEY), Some(&signature), body.as_bytes())
+            .unwrap();
+        assert!(
+            matches!(&webhook.events[0], WebhookEvent::ClientEvent { data, .. } if data == r#"{"typing":true}"#)
+        );
 
         let wrong = verifier().with_encryption_master_key(MasterKey::from_bytes([1; 32]));
         assert!(matches!(
@@ -422,8 +479,12 @@ mod tests {
             Err(WebhookError::Decryption(_))
         ));
         // Without the master key, the ciphertext is handed over as it came.
-        let webhook = verifier().verify(Some(KEY), Some(&signature), body.as_bytes()).unwrap();
-        assert!(matches!(&webhook.events[0], WebhookEvent::ClientEvent { data, .. } if data == &sealed));
+        let webhook = verifier()
+            .verify(Some(KEY), Some(&signature), body.as_bytes())
+            .unwrap();
+        assert!(
+            matches!(&webhook.events[0], WebhookEvent::ClientEvent { data, .. } if data == &sealed)
+        );
     }
 
     #[test]
