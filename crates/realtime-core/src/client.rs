@@ -492,6 +492,11 @@ impl ChannelQuery<'_> {
     /// Sends the query.
     pub async fn send(self) -> Result<ChannelInfo> {
         let channel = ChannelName::parse(self.name.as_str())?;
+        // `#server-to-user-` channels cannot be queried, and a `#` in the path
+        // would turn the signed query into a URL fragment.
+        if channel.kind() == ChannelKind::ServerToUser {
+            return Err(ValidationError::InvalidChannelName(channel.to_string()).into());
+        }
         let info = check_info(&self.info)?;
         let params: Vec<(&str, &str)> = info.iter().map(|i| ("info", i.as_str())).collect();
         let path = format!("channels/{}", channel.as_str());
