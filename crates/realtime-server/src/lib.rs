@@ -1,1 +1,220 @@
-//! A Pusher protocol 7 server (WebSocket + HTTP API).
+//! A Pusher protocol 7 server: WebSocket at `/app/{key}` and the Pusher HTTP
+//! API at `/apps/{id}/…` on one port, so pusher-js and the official server
+//! SDKs work against it unchanged.
+//!
+//! It is a library first: [`Server::configure`] mounts it into any actix-web
+//! app (api-server embeds it that way), and [`EmbeddedPublisher`] publishes
+//! in-process through realtime-core's [`Publisher`] trait. The
+//! `realtime-server` binary runs it standalone.
+//!
+//! Where a request enters: `connection.rs` (WebSocket frames) and
+//! `http_api.rs` (HTTP API); the shared state is `registry.rs`; webhooks leave
+//! from `webhooks.rs`.
+
+pub mod config;
+pub mod connection;
+pub mod http_api;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use realtime_core::{
+    BatchResponse, BoxFuture, ChannelInfo, Credentials, Event, Publisher, TriggerResponse,
+};
+
+pub use config::AppConfig;
+pub use metrics::Metrics;
+pub use registry::App;
+
+/// The apps a server serves, with their live state.
+#[derive(Debug)]
+pub struct Server {
+    apps: Vec<Arc<App>>,
+    metrics: Metrics,
+}
+
+impl Server {
+    /// A server for these apps. Starts their webhook dispatchers, so it must
+    /// be called inside a tokio runtime when any app has a webhook URL.
+    pub fn new(apps: Vec<AppConfig>) -> Self {
+        Self::with_metrics(apps, Metrics::new())
+    }
+
+    /// [`Server::new`], reporting to the given metrics.
+    pub fn with_metrics(apps: Vec<AppConfig>, metrics: Metrics) -> Self {
+        let apps = apps
+            .into_iter()
+            .map(|config| {
+                let webhooks = config.webhook_url.clone().map(|url| {
+                    webhooks::WebhookQueue::spawn(
+                        url,
+                        config.credentials.clone(),
+                        config.webhook_leave_delay,
+                        metrics.clone(),
+                    )
+                });
+                Arc::new(App::new(config, metrics.clone(), webhooks))
+            })
+            .collect();
+        Server { apps, metrics }
+    }
+
+    /// The app with this key.
+    pub fn app_by_key(&self, key: &str) -> Option<Arc<App>> {
+        self.apps
+            .iter()
+            .find(|a| a.config().credentials.key() == key)
+            .cloned()
+    }
+
+    /// The app with this id.
+    pub fn app_by_id(&self, id: &str) -> Option<Arc<App>> {
+        self.apps
+            .iter()
+            .find(|a| a.config().credentials.app_id() == id)
+            .cloned()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Mounts the WebSocket endpoint and the HTTP API (not `/metrics`, which
+    /// an embedding app may serve with its own).
+    pub fn configure(server: web::Data<Server>) -> impl FnOnce(&mut web::ServiceConfig) {
+        move |cfg| {
+            cfg.app_data(server)
+                .app_data(web::PayloadConfig::new(1024 * 1024))
+                .route("/app/{key}", web::get().to(connection::websocket))
+                .route(
+                    "/app/{key}/{tail:.*}",
+                    web::get().to(connection::wrong_path),
+                )
+                .service(
+                    web::scope("/apps/{app_id}")
+                        .route("/events", web::post().to(http_api::events))
+                        .route("/batch_events", web::post().to(http_api::batch_events))
+                        .route("/channels", web::get().to(http_api::channels))
+                        .route("/channels/{channel}", web::get().to(http_api::channel))
+                        .route(
+                            "/channels/{channel}/users",
+                            web::get().to(http_api::channel_users),
+                        )
+                        .route(
+                            "/users/{user_id}/terminate_connections",
+                            web::post().to(http_api::terminate_user_connections),
+                        ),
+                );
+        }
+    }
+
+    /// Tells every client to reconnect elsewhere (4200) and delivers the
+    /// webhooks still queued, waiting at most `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        for app in &self.apps {
+            app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
+        }
+        let flushes = self
+            .apps
+            .iter()
+            .filter_map(|a| a.webhooks().cloned())
+            .map(|queue| async move { queue.flush().await });
+        let all = async {
+            for flush in flushes {
+                flush.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("webhooks still queued at shutdown were not all delivered");
+        }
+    }
+}
+
+/// `GET /metrics` in Prometheus' text format.
+pub async fn metrics_endpoint(server: web::Data<Server>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(server.metrics().render())
+}
+
+/// Publishes in-process to an app of an embedded [`Server`], with the same
+/// checks (and encryption) as the HTTP client.
+#[derive(Debug, Clone)]
+pub struct EmbeddedPublisher {
+    app: Arc<App>,
+    credentials: Credentials,
+}
+
+impl EmbeddedPublisher {
+    /// A publisher into `app`; `credentials` may carry the encryption master key.
+    pub fn new(app: Arc<App>, credentials: Credentials) -> Self {
+        EmbeddedPublisher { app, credentials }
+    }
+
+    fn deliver(
+        &self,
+        event: &Event,
+    ) -> realtime_core::Result<std::collections::HashMap<String, ChannelInfo>> {
+        let prepared = event.prepare(&self.credentials, self.app.config().max_data_bytes)?;
+        let except = prepared.socket_id.as_ref().map(|s| s.as_str());
+        let mut info = std::collections::HashMap::new();
+        for channel in &prepared.channels {
+            let frame = protocol::frame(
+                prepared.name.as_str(),
+                Some(channel.as_str()),
+                prepared.data.as_str(),
+            );
+            self.app.publish(channel.as_str(), &frame, except);
+            if let Some(wanted) = &prepared.info {
+                let all = self.app.channel_info(channel.as_str());
+                info.insert(
+                    channel.to_string(),
+                    ChannelInfo {
+                        occupied: None,
+                        user_count: all.user_count.filter(|_| wanted.contains("user_count")),
+                        subscription_count: all
+                            .subscription_count
+                            .filter(|_| wanted.contains("subscription_count")),
+                    },
+                );
+            }
+        }
+        Ok(info)
+    }
+}
+
+impl Publisher for EmbeddedPublisher {
+    fn publish(&self, event: Event) -> BoxFuture<'_, realtime_core::Result<TriggerResponse>> {
+        let answer = self
+            .deliver(&event)
+            .map(|channels| TriggerResponse { channels });
+        Box::pin(async move { answer })
+    }
+
+    fn publish_batch(
+        &self,
+        events: Vec<Event>,
+    ) -> BoxFuture<'_, realtime_core::Result<BatchResponse>> {
+        let answer = (|| {
+            // Check the whole batch first, so it is delivered all or nothing.
+            realtime_core::event::prepare_batch(
+                &events,
+                &self.credentials,
+                self.app.config().max_data_bytes,
+            )?;
+            let mut batch = Vec::new();
+            for event in &events {
+                let info = self.deliver(event)?;
+                batch.extend(info.into_values());
+            }
+            Ok(BatchResponse { batch })
+        })();
+        Box::pin(async move { answer })
+    }
+}

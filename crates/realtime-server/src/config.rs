@@ -1,0 +1,62 @@
+//! One app's settings and the protocol's limits.
+
+use std::time::Duration;
+
+use realtime_core::Credentials;
+
+/// An app served by the server, with the limits Pusher applies by default.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The app id, key and secret.
+    pub credentials: Credentials,
+    /// Whether `client-*` events are relayed (off by default, as on Pusher).
+    pub client_events: bool,
+    /// Silence after which the server pings a client; told to clients as
+    /// `activity_timeout`.
+    pub activity_timeout: Duration,
+    /// Most connections at once; beyond, new ones are closed with 4100.
+    pub max_connections: usize,
+    /// Most members of one presence channel.
+    pub max_presence_members: usize,
+    /// Largest `user_info` of a presence member, in bytes of JSON.
+    pub max_presence_user_info_bytes: usize,
+    /// Longest presence `user_id`.
+    pub max_presence_user_id_len: usize,
+    /// Largest event data (HTTP API and client events), in bytes.
+    pub max_data_bytes: usize,
+    /// Client events one connection may send per second.
+    pub client_events_per_second: u32,
+    /// Largest WebSocket frame read from a client.
+    pub max_frame_bytes: usize,
+    /// Where webhooks go, if anywhere.
+    pub webhook_url: Option<String>,
+    /// How long `channel_vacated` and `member_removed` wait before they are
+    /// sent, so a page reload (leave, then join again) sends nothing.
+    pub webhook_leave_delay: Duration,
+}
+
+impl AppConfig {
+    /// An app with Pusher's default limits.
+    pub fn new(credentials: Credentials) -> Self {
+        AppConfig {
+            credentials,
+            client_events: false,
+            activity_timeout: Duration::from_secs(120),
+            max_connections: 100_000,
+            max_presence_members: 100,
+            max_presence_user_info_bytes: 1024,
+            max_presence_user_id_len: 128,
+            max_data_bytes: realtime_core::channel::DEFAULT_MAX_DATA_BYTES,
+            client_events_per_second: 10,
+            max_frame_bytes: 64 * 1024,
+            webhook_url: None,
+            webhook_leave_delay: Duration::from_secs(3),
+        }
+    }
+
+    /// How long the server waits for any answer to its ping.
+    pub fn pong_timeout(&self) -> Duration {
+        self.activity_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}

@@ -1,0 +1,141 @@
+//! `realtime-server`: the Pusher protocol 7 server, standalone.
+
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use clap::Parser;
+use realtime_core::Credentials;
+use realtime_server::{metrics_endpoint, AppConfig, Server};
+use tracing_subscriber::EnvFilter;
+
+/// A Pusher protocol 7 server: pusher-js and the official server SDKs work
+/// against it unchanged.
+#[derive(Parser, Debug)]
+#[command(name = "realtime-server", version)]
+struct Args {
+    /// The app id (the HTTP API's /apps/{id}).
+    #[arg(long, env = "REALTIME_APP_ID")]
+    app_id: String,
+    /// The app key (clients connect to /app/{key}).
+    #[arg(long, env = "REALTIME_APP_KEY")]
+    key: String,
+    /// The app secret (signs the HTTP API and channel authorizations).
+    #[arg(long, env = "REALTIME_APP_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The address to listen on.
+    #[arg(long, env = "REALTIME_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on.
+    #[arg(long, env = "REALTIME_PORT", default_value_t = 6001)]
+    port: u16,
+    /// Where to POST webhooks (channel_occupied, member_added, client_event, …).
+    #[arg(long, env = "REALTIME_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Relay client-* events on private and presence channels.
+    #[arg(long, env = "REALTIME_CLIENT_EVENTS", default_value_t = false)]
+    client_events: bool,
+    /// Seconds of silence before the server pings a client.
+    #[arg(long, env = "REALTIME_ACTIVITY_TIMEOUT", default_value_t = 120)]
+    activity_timeout: u64,
+    /// Most connections at once.
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Largest event data in bytes.
+    #[arg(long, env = "REALTIME_MAX_DATA_BYTES", default_value_t = 10 * 1024)]
+    max_data_bytes: usize,
+    /// Seconds channel_vacated and member_removed webhooks wait for a rejoin.
+    #[arg(long, env = "REALTIME_WEBHOOK_LEAVE_DELAY", default_value_t = 3.0)]
+    webhook_leave_delay: f64,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "REALTIME_WORKERS")]
+    workers: Option<usize>,
+    /// Logs as JSON lines.
+    #[arg(long, env = "REALTIME_LOG_JSON", default_value_t = false)]
+    log_json: bool,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    actix_web::rt::System::new().block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let mut app = AppConfig::new(Credentials::new(
+        args.app_id.as_str(),
+        args.key.as_str(),
+        args.secret.as_str(),
+    ));
+    app.client_events = args.client_events;
+    app.activity_timeout = Duration::from_secs(args.activity_timeout.max(1));
+    app.max_connections = args.max_connections;
+    app.max_data_bytes = args.max_data_bytes;
+    app.webhook_url = args.webhook_url.clone();
+    app.webhook_leave_delay = Duration::from_secs_f64(args.webhook_leave_delay.max(0.0));
+
+    let server = web::Data::new(Server::new(vec![app]));
+    let for_workers = server.clone();
+    let mut http = HttpServer::new(move || {
+        App::new()
+            .configure(Server::configure(for_workers.clone()))
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/", web::get().to(|| async { "ok" }))
+    })
+    // Connections are told to reconnect by Server::shutdown; the HTTP server
+    // then only waits for in-flight requests.
+    .shutdown_timeout(5)
+    .disable_signals()
+    .bind((args.host.as_str(), args.port))?;
+    if let Some(workers) = args.workers {
+        http = http.workers(workers);
+    }
+    let running = http.run();
+    let handle = running.handle();
+    tracing::info!(
+        host = %args.host,
+        port = args.port,
+        app_id = %args.app_id,
+        client_events = args.client_events,
+        webhooks = args.webhook_url.is_some(),
+        "realtime-server listening (WebSocket /app/{{key}}, HTTP API /apps/{{id}})"
+    );
+    let stopper = server.clone();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: telling clients to reconnect, flushing webhooks");
+        stopper.shutdown(Duration::from_secs(10)).await;
+        handle.stop(true).await;
+    });
+    running.await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,615 @@
+//! The shared state of one app: its connections, channels, presence members
+//! and signed-in users, and the fan-out of events to subscribers.
+//!
+//! Every change goes through [`App`]'s methods under one lock, so channel
+//! occupancy and presence membership are always consistent with each other;
+//! frames are serialised once and shared by every recipient.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytestring::ByteString;
+use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::AppConfig;
+use crate::metrics::Metrics;
+use crate::protocol;
+use crate::webhooks::WebhookQueue;
+
+/// Frames waiting for one connection; a client that falls this far behind is
+/// disconnected rather than allowed to grow the server's memory.
+pub const OUTBOX_CAPACITY: usize = 512;
+
+/// What the server asks a connection's task to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// Send this text frame.
+    Frame(ByteString),
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+/// The sending half of a connection's outbox.
+pub type OutboxSender = mpsc::Sender<Outbound>;
+/// The receiving half, read by the connection's task.
+pub type OutboxReceiver = mpsc::Receiver<Outbound>;
+
+/// A presence member: one user, on one or more connections.
+#[derive(Debug, Clone)]
+struct Member {
+    info: Option<Value>,
+    connections: usize,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    /// Subscribed sockets, with their presence user id on presence channels.
+    subscribers: HashMap<Arc<str>, Option<Arc<str>>>,
+    /// Presence members by user id (presence channels only).
+    members: HashMap<Arc<str>, Member>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    outbox: OutboxSender,
+    channels: HashSet<Arc<str>>,
+    user_id: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connections: HashMap<Arc<str>, Connection>,
+    channels: HashMap<Arc<str>, Channel>,
+    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The connection is gone.
+    UnknownConnection,
+    /// The presence channel has its maximum of members.
+    PresenceFull(usize),
+}
+
+/// One app's live state.
+#[derive(Debug)]
+pub struct App {
+    config: AppConfig,
+    state: RwLock<State>,
+    next_socket: AtomicU64,
+    metrics: Metrics,
+    webhooks: Option<WebhookQueue>,
+}
+
+impl App {
+    /// A new app with no connection.
+    pub fn new(config: AppConfig, metrics: Metrics, webhooks: Option<WebhookQueue>) -> Self {
+        App {
+            config,
+            state: RwLock::new(State::default()),
+            next_socket: AtomicU64::new(rand::random::<u32>() as u64),
+            metrics,
+            webhooks,
+        }
+    }
+
+    /// The app's settings.
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+
+    /// The app's webhook queue, if it sends webhooks.
+    pub fn webhooks(&self) -> Option<&WebhookQueue> {
+        self.webhooks.as_ref()
+    }
+
+    /// The metrics this app reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    // A poisoned lock means a panic elsewhere already; the state is still a
+    // set of maps, so carry on rather than take the whole server down.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn webhook(&self, event: WebhookEvent) {
+        // Pusher reports no webhook for the internal user channels.
+        let internal = event
+            .channel()
+            .is_some_and(|c| ChannelKind::of(c) == ChannelKind::ServerToUser);
+        if let (Some(webhooks), false) = (&self.webhooks, internal) {
+            webhooks.push(event);
+        }
+    }
+
+    /// Registers a new connection, or refuses it when the app is at capacity.
+    pub fn connect(&self) -> Option<(Arc<str>, OutboxReceiver)> {
+        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let mut state = self.write();
+        if state.connections.len() >= self.config.max_connections {
+            return None;
+        }
+        let socket_id = self.new_socket_id();
+        state.connections.insert(
+            socket_id.clone(),
+            Connection {
+                outbox,
+                channels: HashSet::new(),
+                user_id: None,
+            },
+        );
+        self.metrics.connections.set(state.connections.len() as i64);
+        Some((socket_id, receiver))
+    }
+
+    fn new_socket_id(&self) -> Arc<str> {
+        let n = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{}.{}", n, rand::random::<u32>()))
+    }
+
+    /// Sends a frame to one connection.
+    pub fn send_to(&self, socket_id: &str, outbound: Outbound) {
+        let overflowed = {
+            let state = self.read();
+            match state.connections.get(socket_id) {
+                Some(conn) => try_deliver(&conn.outbox, outbound, &self.metrics),
+                None => false,
+            }
+        };
+        if overflowed {
+            self.disconnect(socket_id);
+        }
+    }
+
+    /// Removes a connection and everything it held: subscriptions, presence
+    /// membership, its signed-in user.
+    pub fn disconnect(&self, socket_id: &str) {
+        let mut deliveries = Vec::new();
+        {
+            let mut state = self.write();
+            let Some(conn) = state.connections.remove(socket_id) else {
+                return;
+            };
+            for channel in &conn.channels {
+                self.leave(&mut state, socket_id, channel, &mut deliveries);
+            }
+            if let Some(user_id) = &conn.user_id {
+                if let Some(sockets) = state.users.get_mut(user_id) {
+                    sockets.remove(socket_id);
+                    if sockets.is_empty() {
+                        state.users.remove(user_id);
+                    }
+                }
+            }
+            self.metrics.connections.set(state.connections.len() as i64);
+            self.metrics.channels.set(state.channels.len() as i64);
+        }
+        self.deliver(deliveries);
+    }
+
+    /// Subscribes a connection to a channel. For presence channels, `member`
+    /// is the user id and info the auth endpoint signed. Answers the
+    /// `subscription_succeeded` data, or why not.
+    pub fn subscribe(
+        &self,
+        socket_id: &str,
+        channel: &str,
+        member: Option<(String, Option<Value>)>,
+    ) -> Result<(), SubscribeError> {
+        let mut deliveries = Vec::new();
+        let succeeded;
+        {
+            let mut guard = self.write();
+            let state = &mut *guard;
+            let Some((socket_key, conn)) = state.connections.get_key_value(socket_id) else {
+                return Err(SubscribeError::UnknownConnection);
+            };
+            let socket_key = socket_key.clone();
+            let outbox = conn.outbox.clone();
+            if conn.channels.contains(channel) {
+                // Subscribing twice changes nothing; pusher-js still expects an answer.
+                let data = presence_data(channel, state.channels.get(channel));
+                deliveries.push((outbox, succeeded_frame(channel, data)));
+                drop(guard);
+                self.deliver(deliveries);
+                return Ok(());
+            }
+            let channel_key: Arc<str> = match state.channels.get_key_value(channel) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(channel),
+            };
+            let entry = state.channels.entry(channel_key.clone()).or_default();
+            let mut member_added = None;
+            if let Some((user_id, info)) = member {
+                let user_id: Arc<str> = Arc::from(user_id);
+                match entry.members.get_mut(&user_id) {
+                    Some(existing) => existing.connections += 1,
+                    None => {
+                        if entry.members.len() >= self.config.max_presence_members {
+                            if entry.subscribers.is_empty() {
+                                state.channels.remove(channel);
+                            }
+                            return Err(SubscribeError::PresenceFull(
+                                self.config.max_presence_members,
+                            ));
+                        }
+                        entry.members.insert(
+                            user_id.clone(),
+                            Member {
+                                info: info.clone(),
+                                connections: 1,
+                            },
+                        );
+                        member_added = Some((user_id.clone(), info));
+                    }
+                }
+                entry.subscribers.insert(socket_key.clone(), Some(user_id));
+            } else {
+                entry.subscribers.insert(socket_key.clone(), None);
+            }
+            let occupied_now = entry.subscribers.len() == 1;
+            if let Some((user_id, info)) = &member_added {
+                let frame = protocol::frame(
+                    "pusher_internal:member_added",
+                    Some(channel),
+                    serde_json::json!({ "user_id": user_id.as_ref(), "user_info": info })
+                        .to_string(),
+                );
+                for (other, _) in entry.subscribers.iter().filter(|(s, _)| **s != socket_key) {
+                    if let Some(c) = state.connections.get(other) {
+                        deliveries.push((c.outbox.clone(), frame.clone()));
+                    }
+                }
+            }
+            succeeded = presence_data(channel, state.channels.get(channel));
+            if let Some(conn) = state.connections.get_mut(&socket_key) {
+                conn.channels.insert(channel_key.clone());
+            }
+            self.metrics.channels.set(state.channels.len() as i64);
+            if occupied_now {
+                self.webhook(WebhookEvent::ChannelOccupied {
+                    channel: channel.to_owned(),
+                });
+            }
+            if let Some((user_id, _)) = member_added {
+                self.webhook(WebhookEvent::MemberAdded {
+                    channel: channel.to_owned(),
+                    user_id: user_id.to_string(),
+                });
+            }
+            deliveries.push((outbox, succeeded_frame(channel, succeeded)));
+        }
+        self.deliver(deliveries);
+        Ok(())
+    }
+
+    /// Unsubscribes a connection from a channel.
+    pub fn unsubscribe(&self, socket_id: &str, channel: &str) {
+        let mut deliveries = Vec::new();
+        {
+            let mut state = self.write();
+            let removed = state
+                .connections
+                .get_mut(socket_id)
+                .is_some_and(|c| c.channels.remove(channel));
+            if removed {
+                self.leave(&mut state, socket_id, channel, &mut deliveries);
+            }
+            self.metrics.channels.set(state.channels.len() as i64);
+        }
+        self.deliver(deliveries);
+    }
+
+    fn leave(
+        &self,
+        state: &mut State,
+        socket_id: &str,
+        channel: &str,
+        deliveries: &mut Vec<(OutboxSender, ByteString)>,
+    ) {
+        let Some(entry) = state.channels.get_mut(channel) else {
+            return;
+        };
+        let Some(member) = entry.subscribers.remove(socket_id) else {
+            return;
+        };
+        if let Some(user_id) = member {
+            let last = match entry.members.get_mut(&user_id) {
+                Some(m) if m.connections > 1 => {
+                    m.connections -= 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if last {
+                entry.members.remove(&user_id);
+                let frame = protocol::frame(
+                    "pusher_internal:member_removed",
+                    Some(channel),
+                    serde_json::json!({ "user_id": user_id.as_ref() }).to_string(),
+                );
+                for other in entry.subscribers.keys() {
+                    if let Some(c) = state.connections.get(other) {
+                        deliveries.push((c.outbox.clone(), frame.clone()));
+                    }
+                }
+                self.webhook(WebhookEvent::MemberRemoved {
+                    channel: channel.to_owned(),
+                    user_id: user_id.to_string(),
+                });
+            }
+        }
+        if entry.subscribers.is_empty() {
+            state.channels.remove(channel);
+            self.webhook(WebhookEvent::ChannelVacated {
+                channel: channel.to_owned(),
+            });
+        }
+    }
+
+    /// Marks a connection as signed in as `user_id` and subscribes it to the
+    /// user's `#server-to-user-` channel.
+    pub fn sign_in(&self, socket_id: &str, user_id: &str) -> bool {
+        let mut guard = self.write();
+        let state = &mut *guard;
+        let Some(socket_key) = state
+            .connections
+            .get_key_value(socket_id)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        let user: Arc<str> = Arc::from(user_id);
+        let channel: Arc<str> = Arc::from(format!(
+            "{}{user_id}",
+            realtime_core::channel::SERVER_TO_USER_PREFIX
+        ));
+        let Some(conn) = state.connections.get_mut(&socket_key) else {
+            return false;
+        };
+        let previous = conn.user_id.replace(user.clone());
+        let newly_subscribed = conn.channels.insert(channel.clone());
+        if let Some(previous) = previous.filter(|p| *p != user) {
+            if let Some(sockets) = state.users.get_mut(&previous) {
+                sockets.remove(&socket_key);
+                if sockets.is_empty() {
+                    state.users.remove(&previous);
+                }
+            }
+        }
+        state
+            .users
+            .entry(user)
+            .or_default()
+            .insert(socket_key.clone());
+        if newly_subscribed {
+            let entry = state.channels.entry(channel).or_default();
+            entry.subscribers.insert(socket_key, None);
+        }
+        true
+    }
+
+    /// Closes every connection of a signed-in user.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let sockets: Vec<Arc<str>> = self
+            .read()
+            .users
+            .get(user_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for socket in &sockets {
+            self.send_to(
+                socket,
+                Outbound::Close(
+                    protocol::code::UNAUTHORIZED,
+                    "Connection terminated by the app".into(),
+                ),
+            );
+        }
+        sockets.len()
+    }
+
+    /// Sends an event to every subscriber of `channel` but `except`. Answers
+    /// how many connections it reached.
+    pub fn publish(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
+        let mut overflowed = Vec::new();
+        let mut reached = 0;
+        {
+            let state = self.read();
+            let Some(entry) = state.channels.get(channel) else {
+                return 0;
+            };
+            for socket in entry.subscribers.keys() {
+                if Some(socket.as_ref()) == except {
+                    continue;
+                }
+                if let Some(conn) = state.connections.get(socket) {
+                    if try_deliver(&conn.outbox, Outbound::Frame(frame.clone()), &self.metrics) {
+                        overflowed.push(socket.clone());
+                    } else {
+                        reached += 1;
+                    }
+                }
+            }
+        }
+        for socket in overflowed {
+            self.disconnect(&socket);
+        }
+        reached
+    }
+
+    /// Relays a client event from `socket_id` to the channel's other
+    /// subscribers, if the sender is subscribed. Answers whether it was.
+    pub fn relay_client_event(
+        &self,
+        socket_id: &str,
+        channel: &str,
+        event: &str,
+        data: &Value,
+    ) -> bool {
+        let user_id = {
+            let state = self.read();
+            let Some(entry) = state.channels.get(channel) else {
+                return false;
+            };
+            match entry.subscribers.get(socket_id) {
+                Some(user_id) => user_id.clone(),
+                None => return false,
+            }
+        };
+        let frame = protocol::frame_from(event, Some(channel), data, user_id.as_deref());
+        self.publish(channel, &frame, Some(socket_id));
+        if self.webhooks.is_some() {
+            let data = match data {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            self.webhook(WebhookEvent::ClientEvent {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data,
+                socket_id: Some(socket_id.to_owned()),
+                user_id: user_id.map(|u| u.to_string()),
+            });
+        }
+        true
+    }
+
+    /// Whether a connection is subscribed to a channel.
+    pub fn is_subscribed(&self, socket_id: &str, channel: &str) -> bool {
+        self.read()
+            .connections
+            .get(socket_id)
+            .is_some_and(|c| c.channels.contains(channel))
+    }
+
+    /// A channel's attributes, as the HTTP API reports them.
+    pub fn channel_info(&self, channel: &str) -> ChannelInfo {
+        let state = self.read();
+        let entry = state.channels.get(channel);
+        ChannelInfo {
+            occupied: Some(entry.is_some()),
+            user_count: (ChannelKind::of(channel) == ChannelKind::Presence)
+                .then(|| entry.map_or(0, |e| e.members.len() as u64)),
+            subscription_count: Some(entry.map_or(0, |e| e.subscribers.len() as u64)),
+        }
+    }
+
+    /// Occupied channels whose name starts with `prefix` (user channels excluded).
+    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        let state = self.read();
+        state
+            .channels
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with(prefix) && ChannelKind::of(name) != ChannelKind::ServerToUser
+            })
+            .map(|(name, entry)| {
+                let presence = ChannelKind::of(name) == ChannelKind::Presence;
+                (
+                    name.to_string(),
+                    ChannelInfo {
+                        occupied: None,
+                        user_count: presence.then_some(entry.members.len() as u64),
+                        subscription_count: Some(entry.subscribers.len() as u64),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The user ids of a presence channel's members.
+    pub fn presence_users(&self, channel: &str) -> Vec<String> {
+        let state = self.read();
+        state
+            .channels
+            .get(channel)
+            .map(|e| e.members.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Members of a presence channel with their `user_info`.
+    pub fn presence_members(&self, channel: &str) -> Vec<(String, Option<Value>)> {
+        let state = self.read();
+        state
+            .channels
+            .get(channel)
+            .map(|e| {
+                e.members
+                    .iter()
+                    .map(|(id, m)| (id.to_string(), m.info.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.read().connections.len()
+    }
+
+    /// Tells every connection to reconnect (the server is going away).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let sockets: Vec<Arc<str>> = self.read().connections.keys().cloned().collect();
+        for socket in sockets {
+            self.send_to(&socket, Outbound::Close(code, reason.to_owned()));
+        }
+    }
+
+    fn deliver(&self, deliveries: Vec<(OutboxSender, ByteString)>) {
+        for (outbox, frame) in deliveries {
+            try_deliver(&outbox, Outbound::Frame(frame), &self.metrics);
+        }
+    }
+}
+
+/// Queues a frame; answers true when the connection's outbox is full (a
+/// client that stopped reading), so the caller disconnects it.
+fn try_deliver(outbox: &OutboxSender, outbound: Outbound, metrics: &Metrics) -> bool {
+    match outbox.try_send(outbound) {
+        Ok(()) => {
+            metrics.messages_out.inc();
+            false
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+fn presence_data(name: &str, channel: Option<&Channel>) -> Option<String> {
+    if ChannelKind::of(name) != ChannelKind::Presence {
+        return None;
+    }
+    let channel = channel?;
+    let ids: Vec<&str> = channel.members.keys().map(|k| k.as_ref()).collect();
+    let hash: serde_json::Map<String, Value> = channel
+        .members
+        .iter()
+        .map(|(id, m)| (id.to_string(), m.info.clone().unwrap_or(Value::Null)))
+        .collect();
+    Some(
+        serde_json::json!({
+            "presence": { "ids": ids, "hash": hash, "count": ids.len() }
+        })
+        .to_string(),
+    )
+}
+
+fn succeeded_frame(channel: &str, presence: Option<String>) -> ByteString {
+    protocol::frame(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        presence.unwrap_or_else(|| "{}".to_owned()),
+    )
+}
