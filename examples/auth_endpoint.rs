@@ -36,7 +36,11 @@ fn refuse(status: StatusCode, error: Error) -> HttpResponse {
 }
 
 #[post("/pusher/auth")]
-async fn authorize(req: HttpRequest, form: web::Form<AuthRequest>, pusher: web::Data<Pusher>) -> HttpResponse {
+async fn authorize(
+    req: HttpRequest,
+    form: web::Form<AuthRequest>,
+    pusher: web::Data<Pusher>,
+) -> HttpResponse {
     let Some((user_id, name)) = current_user(&req) else {
         return HttpResponse::Unauthorized().finish();
     };
@@ -44,7 +48,10 @@ async fn authorize(req: HttpRequest, form: web::Form<AuthRequest>, pusher: web::
     let answer = match ChannelKind::of(&form.channel_name) {
         ChannelKind::Presence => {
             let info = serde_json::json!({ "name": name });
-            let member = PresenceMember { user_id: &user_id, user_info: Some(&info) };
+            let member = PresenceMember {
+                user_id: &user_id,
+                user_info: Some(&info),
+            };
             pusher.authorize_presence_channel(&form.socket_id, &form.channel_name, &member)
         }
         _ => pusher.authorize_channel(&form.socket_id, &form.channel_name),
@@ -56,7 +63,11 @@ async fn authorize(req: HttpRequest, form: web::Form<AuthRequest>, pusher: web::
 }
 
 #[post("/pusher/user-auth")]
-async fn authenticate(req: HttpRequest, form: web::Form<UserAuthRequest>, pusher: web::Data<Pusher>) -> HttpResponse {
+async fn authenticate(
+    req: HttpRequest,
+    form: web::Form<UserAuthRequest>,
+    pusher: web::Data<Pusher>,
+) -> HttpResponse {
     let Some((user_id, name)) = current_user(&req) else {
         return HttpResponse::Unauthorized().finish();
     };

@@ -12,7 +12,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let channel = args.next().unwrap_or_else(|| "my-channel".into());
     let event = args.next().unwrap_or_else(|| "my-event".into());
-    let data = args.next().unwrap_or_else(|| r#"{"message":"hello world"}"#.into());
+    let data = args
+        .next()
+        .unwrap_or_else(|| r#"{"message":"hello world"}"#.into());
 
     let pusher = Pusher::from_env()?;
     let answer = pusher
