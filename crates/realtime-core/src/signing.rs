@@ -133,30 +133,50 @@ pub fn sign_request(
     body: Option<&str>,
     timestamp: u64,
 ) -> String {
-    let timestamp = timestamp.to_string();
+    use std::borrow::Cow;
+    use std::fmt::Write as _;
+
+    // Borrow wherever the text is already as it must be signed: this runs on
+    // every API call.
+    let mut own: Vec<(Cow<'_, str>, &str)> = params
+        .iter()
+        .map(|(k, v)| {
+            let key = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(k.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(*k)
+            };
+            (key, *v)
+        })
+        .collect();
     let md5 = body.map(|b| body_md5(b.as_bytes()));
-    let mut all: Vec<(String, &str)> = Vec::with_capacity(params.len() + 4);
-    all.push(("auth_key".into(), key));
-    all.push(("auth_timestamp".into(), &timestamp));
-    all.push(("auth_version".into(), AUTH_VERSION));
     if let Some(md5) = &md5 {
-        all.push(("body_md5".into(), md5));
+        own.push((Cow::Borrowed("body_md5"), md5));
     }
-    for (k, v) in params {
-        all.push((k.to_ascii_lowercase(), v));
-    }
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut query = String::with_capacity(128);
+    let timestamp = timestamp.to_string();
+    let mut all: Vec<(&str, &str)> = Vec::with_capacity(own.len() + 3);
+    all.extend([
+        ("auth_key", key),
+        ("auth_timestamp", timestamp.as_str()),
+        ("auth_version", AUTH_VERSION),
+    ]);
+    all.extend(own.iter().map(|(k, v)| (k.as_ref(), *v)));
+    all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
+    let mut query = String::with_capacity(160 + params.len() * 32);
     for (i, (k, v)) in all.iter().enumerate() {
         if i > 0 {
             query.push('&');
         }
-        query.push_str(k);
-        query.push('=');
-        query.push_str(v);
+        let _ = write!(query, "{k}={v}");
     }
+    let method: Cow<'_, str> = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(method.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(method)
+    };
     let signature = signer.sign_hex(&[
-        method.to_ascii_uppercase().as_bytes(),
+        method.as_bytes(),
         b"\n",
         path.as_bytes(),
         b"\n",

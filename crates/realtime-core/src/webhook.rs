@@ -3,6 +3,7 @@
 //! events as types. Servers use the same types to send webhooks.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::channel::ChannelKind;
 use crate::config::Credentials;
@@ -112,10 +113,19 @@ const KNOWN_EVENTS: [&str; 7] = [
     "subscription_count",
 ];
 
+/// The body with each event left as text: the name decides how to read it,
+/// and no intermediate JSON tree is built.
 #[derive(Deserialize)]
-struct RawWebhook {
+struct RawWebhook<'a> {
     time_ms: u64,
-    events: Vec<serde_json::Value>,
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventName<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
 }
 
 /// Verifies webhooks for one or more key/secret pairs (several during a key
@@ -172,7 +182,6 @@ impl WebhookVerifier {
         body: &[u8],
     ) -> Result<Webhook, WebhookError> {
         let key = key_header
-            .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(WebhookError::MissingKey)?;
         let signature = signature_header
@@ -197,12 +206,12 @@ impl WebhookVerifier {
     }
 
     fn parse(&self, body: &[u8]) -> Result<Webhook, WebhookError> {
-        let raw: RawWebhook =
+        let raw: RawWebhook<'_> =
             serde_json::from_slice(body).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
         let events = raw
             .events
             .into_iter()
-            .map(|value| self.parse_event(value))
+            .map(|event| self.parse_event(event.get()))
             .collect::<Result<_, _>>()?;
         Ok(Webhook {
             time_ms: raw.time_ms,
@@ -210,19 +219,19 @@ impl WebhookVerifier {
         })
     }
 
-    fn parse_event(&self, value: serde_json::Value) -> Result<WebhookEvent, WebhookError> {
-        let name = value
-            .get("name")
-            .and_then(|n| n.as_str())
-            .ok_or_else(|| WebhookError::InvalidBody("an event has no name".into()))?
-            .to_owned();
-        if !KNOWN_EVENTS.contains(&name.as_str()) {
+    fn parse_event(&self, text: &str) -> Result<WebhookEvent, WebhookError> {
+        let name = serde_json::from_str::<EventName<'_>>(text)
+            .map_err(|_| WebhookError::InvalidBody("an event has no name".into()))?
+            .name;
+        if !KNOWN_EVENTS.contains(&name.as_ref()) {
+            let payload =
+                serde_json::from_str(text).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
             return Ok(WebhookEvent::Unknown {
-                name,
-                payload: value,
+                name: name.into_owned(),
+                payload,
             });
         }
-        let mut event: WebhookEvent = serde_json::from_value(value)
+        let mut event: WebhookEvent = serde_json::from_str(text)
             .map_err(|e| WebhookError::InvalidBody(format!("{name}: {e}")))?;
         if let (WebhookEvent::ClientEvent { channel, data, .. }, Some(master_key)) =
             (&mut event, &self.master_key)

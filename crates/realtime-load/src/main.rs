@@ -1,0 +1,353 @@
+//! `realtime-load`: measures a Pusher-compatible server (ours, or any other)
+//! from the outside, the way its users load it.
+//!
+//! - `fanout`: N WebSocket clients subscribe to one channel; events are
+//!   triggered through the HTTP API; reports trigger-to-receipt latency
+//!   (p50/p99 of every delivery and of each event's full fan-out), delivered
+//!   messages per second, and the server's resident memory per idle
+//!   connection (`--server-pid`).
+//! - `trigger`: fires triggers through realtime-core's client with a fixed
+//!   number in flight; reports triggers per second and this client's CPU
+//!   time per trigger.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use realtime_core::{Config, Pusher};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(name = "realtime-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fan one channel's events out to N subscribers.
+    Fanout(FanoutArgs),
+    /// Trigger as fast as the server answers, with a fixed number in flight.
+    Trigger(TriggerArgs),
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 6001)]
+    port: u16,
+    #[arg(long, default_value = "1")]
+    app_id: String,
+    #[arg(long, default_value = "app-key")]
+    key: String,
+    #[arg(long, default_value = "app-secret")]
+    secret: String,
+}
+
+impl Target {
+    fn pusher(&self) -> Result<Pusher, Error> {
+        let config = Config::builder(
+            self.app_id.as_str(),
+            self.key.as_str(),
+            self.secret.as_str(),
+        )
+        .host(self.host.as_str())
+        .port(self.port)
+        .use_tls(false)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+        Ok(Pusher::new(config)?)
+    }
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    target: Target,
+    /// WebSocket clients to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Events to trigger.
+    #[arg(long, default_value_t = 20)]
+    events: usize,
+    /// Pause between events (0: a burst, to measure delivery rate).
+    #[arg(long, default_value_t = 250)]
+    interval_ms: u64,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// The server's process id, to read its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label for the report (e.g. the server's name).
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
+#[derive(Args)]
+struct TriggerArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
+fn main() -> Result<(), Error> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Fanout(args) => fanout(args).await,
+            Command::Trigger(args) => trigger(args).await,
+        }
+    })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This process's user + system CPU time, from /proc (clock ticks of 10 ms).
+fn own_cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The unsigned number that follows `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<u64> {
+    let start = text.find(marker)? + marker.len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// One subscriber: connects, subscribes, then records when each event arrives.
+async fn subscriber(
+    url: String,
+    channel: &'static str,
+    expected: usize,
+    ready: Arc<AtomicUsize>,
+    handshake_permit: OwnedSemaphorePermit,
+) -> Result<Vec<(usize, u64)>, Error> {
+    let mut handshake_permit = Some(handshake_permit);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await?;
+    let mut received = Vec::with_capacity(expected);
+    while let Some(message) = socket.next().await {
+        let text = match message? {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        // Bench frames are recognised without a JSON parse, so the client's
+        // own CPU use does not dominate what it measures.
+        if text.contains(r#""event":"bench""#) {
+            let at = now_ns();
+            let seq = number_after(&text, r#"seq\":"#).unwrap_or(0) as usize;
+            let sent = number_after(&text, r#"sent_ns\":"#).unwrap_or(at);
+            received.push((seq, at.saturating_sub(sent)));
+            if received.len() == expected {
+                break;
+            }
+            continue;
+        }
+        let frame: Value = serde_json::from_str(&text)?;
+        match frame["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") => {
+                ready.fetch_add(1, Ordering::SeqCst);
+                // Let the next client start its handshake.
+                handshake_permit.take();
+            }
+            Some("pusher:ping") => {
+                let pong = r#"{"event":"pusher:pong","data":{}}"#;
+                socket.send(Message::Text(pong.into())).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(received)
+}
+
+async fn fanout(args: FanoutArgs) -> Result<(), Error> {
+    const CHANNEL: &str = "bench-fanout";
+    let pusher = args.target.pusher()?;
+    let url = format!(
+        "ws://{}:{}/app/{}?protocol=7&client=realtime-load&version=0.1",
+        args.target.host, args.target.port, args.target.key
+    );
+    let baseline_kib = args.server_pid.and_then(rss_kib);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        // At most `connect_concurrency` handshakes are pending at once.
+        let permit = gate.clone().acquire_owned().await?;
+        let url = url.clone();
+        let ready = ready.clone();
+        tasks.push(tokio::spawn(subscriber(
+            url,
+            CHANNEL,
+            args.events,
+            ready,
+            permit,
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::SeqCst) < args.connections && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribed = ready.load(Ordering::SeqCst);
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded_kib = args.server_pid.and_then(rss_kib);
+
+    let first_sent = Instant::now();
+    for seq in 0..args.events {
+        let data = serde_json::json!({"seq": seq, "sent_ns": now_ns()});
+        pusher.trigger(CHANNEL, "bench", &data).send().await?;
+        if args.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
+    }
+    let mut per_delivery = Vec::new();
+    let mut full_fanout = vec![0u64; args.events];
+    let mut failed = 0;
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(30), task).await {
+            Ok(Ok(Ok(received))) => {
+                for (seq, latency) in received {
+                    per_delivery.push(latency);
+                    if let Some(slot) = full_fanout.get_mut(seq) {
+                        *slot = (*slot).max(latency);
+                    }
+                }
+            }
+            _ => failed += 1,
+        }
+    }
+    let elapsed = first_sent.elapsed();
+    per_delivery.sort_unstable();
+    full_fanout.sort_unstable();
+    let expected = args.connections * args.events;
+    let report = serde_json::json!({
+        "label": args.label,
+        "connections": args.connections,
+        "subscribed": subscribed,
+        "connect_seconds": connect_time.as_secs_f64(),
+        "events": args.events,
+        "interval_ms": args.interval_ms,
+        "deliveries": per_delivery.len(),
+        "expected_deliveries": expected,
+        "failed_clients": failed,
+        "delivery_p50_ms": ms(percentile(&per_delivery, 50.0)),
+        "delivery_p99_ms": ms(percentile(&per_delivery, 99.0)),
+        "full_fanout_p50_ms": ms(percentile(&full_fanout, 50.0)),
+        "full_fanout_p99_ms": ms(percentile(&full_fanout, 99.0)),
+        "deliveries_per_second": per_delivery.len() as f64 / elapsed.as_secs_f64(),
+        "server_rss_baseline_kib": baseline_kib,
+        "server_rss_loaded_kib": loaded_kib,
+        "server_kib_per_connection": match (baseline_kib, loaded_kib) {
+            (Some(b), Some(l)) if subscribed > 0 => Some((l.saturating_sub(b)) as f64 / subscribed as f64),
+            _ => None,
+        },
+    });
+    println!("{report}");
+    Ok(())
+}
+
+async fn trigger(args: TriggerArgs) -> Result<(), Error> {
+    let pusher = args.target.pusher()?;
+    // Warm the connection pool so the run measures steady state.
+    for _ in 0..args.concurrency.min(64) {
+        pusher
+            .trigger_json("bench-channel", "warmup", "{}")
+            .send()
+            .await?;
+    }
+    let errors = Arc::new(AtomicUsize::new(0));
+    let cpu_before = own_cpu_time();
+    let started = Instant::now();
+    futures_util::stream::iter(0..args.count)
+        .for_each_concurrent(args.concurrency, |n| {
+            let pusher = pusher.clone();
+            let errors = errors.clone();
+            async move {
+                let data = serde_json::json!({"body": "hello", "n": n});
+                if pusher
+                    .trigger("bench-channel", "bench-event", &data)
+                    .send()
+                    .await
+                    .is_err()
+                {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = own_cpu_time().saturating_sub(cpu_before);
+    let report = serde_json::json!({
+        "label": args.label,
+        "client": "realtime-core",
+        "count": args.count,
+        "concurrency": args.concurrency,
+        "errors": errors.load(Ordering::Relaxed),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "triggers_per_s": args.count as f64 / elapsed.as_secs_f64(),
+        "cpu_us_per_trigger": cpu.as_secs_f64() * 1e6 / args.count as f64,
+    });
+    println!("{report}");
+    Ok(())
+}
