@@ -90,6 +90,9 @@ struct FanoutArgs {
     /// A label for the report (e.g. the server's name).
     #[arg(long, default_value = "server")]
     label: String,
+    /// Threads for the clients (1 leaves the other cores to the server).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
 }
 
 #[derive(Args)]
@@ -106,9 +109,21 @@ struct TriggerArgs {
 
 fn main() -> Result<(), Error> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // Triggers run on one thread, like the Node SDK they are compared with.
+    let runtime = match cli.command {
+        Command::Trigger(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Command::Fanout(ref args) if args.client_threads <= 1 => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        }
+        Command::Fanout(ref args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         match cli.command {
             Command::Fanout(args) => fanout(args).await,

@@ -350,6 +350,11 @@ pub async fn wrong_path(req: HttpRequest, body: web::Payload) -> actix_web::Resu
     refuse_upgrade(&req, body, code::PATH_NOT_FOUND, "Path not found")
 }
 
+/// Whether the app dropped its side of the outbox and nothing is left in it.
+fn outbound_closed(outbox: &OutboxReceiver) -> bool {
+    outbox.is_closed() && outbox.is_empty()
+}
+
 /// Runs one connection until either side closes it.
 async fn drive(
     mut connection: Connection,
@@ -365,12 +370,15 @@ async fn drive(
     let mut close = if session.text(established).await.is_err() {
         None
     } else {
-        let mut deadline = tokio::time::Instant::now() + activity_timeout;
+        // One timer for the connection's life, moved rather than rebuilt:
+        // registering a timer per frame would cost more than the frame.
+        let idle = tokio::time::sleep(activity_timeout);
+        tokio::pin!(idle);
         let mut pinged = false;
         loop {
             tokio::select! {
                 message = stream.recv() => {
-                    deadline = tokio::time::Instant::now() + activity_timeout;
+                    idle.as_mut().reset(tokio::time::Instant::now() + activity_timeout);
                     pinged = false;
                     let control = match message {
                         Some(Ok(Message::Text(text))) => connection.handle_text(&text),
@@ -394,23 +402,40 @@ async fn drive(
                         break Some((code, reason));
                     }
                 }
-                outbound = outbox.recv() => match outbound {
-                    Some(Outbound::Frame(frame)) => {
-                        if session.text(frame).await.is_err() { break None; }
+                outbound = outbox.recv() => {
+                    let mut next = outbound;
+                    // Send everything already queued before going back to select!.
+                    let mut stop = None;
+                    while let Some(item) = next.take() {
+                        match item {
+                            Outbound::Frame(frame) => {
+                                if session.text(frame).await.is_err() {
+                                    stop = Some(None);
+                                    break;
+                                }
+                            }
+                            Outbound::Close(code, reason) => {
+                                let _ = session.text(protocol::error(Some(code), &reason)).await;
+                                stop = Some(Some((code, reason)));
+                                break;
+                            }
+                        }
+                        next = outbox.try_recv().ok();
                     }
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = session.text(protocol::error(Some(code), &reason)).await;
-                        break Some((code, reason));
+                    if outbound_closed(&outbox) && stop.is_none() {
+                        // The app dropped this connection: it fell too far behind.
+                        stop = Some(Some((code::OVER_CAPACITY, "Too slow to read its messages".into())));
                     }
-                    // The app dropped this connection: it fell too far behind.
-                    None => break Some((code::OVER_CAPACITY, "Too slow to read its messages".into())),
+                    if let Some(close) = stop {
+                        break close;
+                    }
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut idle => {
                     if pinged {
                         break Some((code::PONG_NOT_RECEIVED, "Pong reply not received".into()));
                     }
                     pinged = true;
-                    deadline = tokio::time::Instant::now() + pong_timeout;
+                    idle.as_mut().reset(tokio::time::Instant::now() + pong_timeout);
                     if session.text(protocol::ping()).await.is_err() || session.ping(b"").await.is_err() {
                         break None;
                     }
