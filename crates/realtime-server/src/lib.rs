@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use std::collections::HashMap;
+
 use realtime_core::{
-    BatchResponse, BoxFuture, ChannelInfo, Credentials, Event, Publisher, TriggerResponse,
+    BatchResponse, BoxFuture, ChannelInfo, Credentials, Event, PreparedEvent, Publisher,
+    TriggerResponse,
 };
 
 pub use config::AppConfig;
@@ -157,13 +160,9 @@ impl EmbeddedPublisher {
         EmbeddedPublisher { app, credentials }
     }
 
-    fn deliver(
-        &self,
-        event: &Event,
-    ) -> realtime_core::Result<std::collections::HashMap<String, ChannelInfo>> {
-        let prepared = event.prepare(&self.credentials, self.app.config().max_data_bytes)?;
+    fn deliver(&self, prepared: &PreparedEvent) -> HashMap<String, ChannelInfo> {
         let except = prepared.socket_id.as_ref().map(|s| s.as_str());
-        let mut info = std::collections::HashMap::new();
+        let mut info = HashMap::new();
         for channel in &prepared.channels {
             let frame = protocol::frame(
                 prepared.name.as_str(),
@@ -185,15 +184,17 @@ impl EmbeddedPublisher {
                 );
             }
         }
-        Ok(info)
+        info
     }
 }
 
 impl Publisher for EmbeddedPublisher {
     fn publish(&self, event: Event) -> BoxFuture<'_, realtime_core::Result<TriggerResponse>> {
-        let answer = self
-            .deliver(&event)
-            .map(|channels| TriggerResponse { channels });
+        let answer = event
+            .prepare(&self.credentials, self.app.config().max_data_bytes)
+            .map(|prepared| TriggerResponse {
+                channels: self.deliver(&prepared),
+            });
         Box::pin(async move { answer })
     }
 
@@ -201,20 +202,21 @@ impl Publisher for EmbeddedPublisher {
         &self,
         events: Vec<Event>,
     ) -> BoxFuture<'_, realtime_core::Result<BatchResponse>> {
-        let answer = (|| {
-            // Check the whole batch first, so it is delivered all or nothing.
-            realtime_core::event::prepare_batch(
-                &events,
-                &self.credentials,
-                self.app.config().max_data_bytes,
-            )?;
-            let mut batch = Vec::new();
-            for event in &events {
-                let info = self.deliver(event)?;
-                batch.extend(info.into_values());
-            }
-            Ok(BatchResponse { batch })
-        })();
+        // The whole batch is checked before any event is delivered.
+        let answer = realtime_core::event::prepare_batch(
+            &events,
+            &self.credentials,
+            self.app.config().max_data_bytes,
+        )
+        .map(|prepared| {
+            let batch = prepared
+                .iter()
+                .map(|event| (event.info.is_some(), self.deliver(event)))
+                .filter(|(wanted, _)| *wanted)
+                .flat_map(|(_, info)| info.into_values())
+                .collect();
+            BatchResponse { batch }
+        });
         Box::pin(async move { answer })
     }
 }
