@@ -158,7 +158,7 @@ impl Connection {
             .map_err(|_| "channel_data must be a JSON object with a user_id".to_owned())?;
         let user_id = protocol::id_text(&data.user_id)
             .ok_or_else(|| "user_id must be a non-empty string or a number".to_owned())?;
-        if user_id.len() > config.max_presence_user_id_len {
+        if user_id.chars().count() > config.max_presence_user_id_len {
             return Err(format!(
                 "user_id is longer than {} characters",
                 config.max_presence_user_id_len

@@ -174,7 +174,7 @@ impl App {
     /// Removes a connection and everything it held: subscriptions, presence
     /// membership, its signed-in user.
     pub fn disconnect(&self, socket_id: &str) {
-        let mut deliveries = Vec::new();
+        let mut deliveries = Deliveries::new(&self.metrics);
         {
             let mut state = self.write();
             let Some(conn) = state.connections.remove(socket_id) else {
@@ -194,7 +194,7 @@ impl App {
             self.metrics.connections.set(state.connections.len() as i64);
             self.metrics.channels.set(state.channels.len() as i64);
         }
-        self.deliver(deliveries);
+        self.disconnect_overflowed(deliveries);
     }
 
     /// Subscribes a connection to a channel. For presence channels, `member`
@@ -206,7 +206,7 @@ impl App {
         channel: &str,
         member: Option<(String, Option<Value>)>,
     ) -> Result<(), SubscribeError> {
-        let mut deliveries = Vec::new();
+        let mut deliveries = Deliveries::new(&self.metrics);
         let succeeded;
         {
             let mut guard = self.write();
@@ -219,9 +219,9 @@ impl App {
             if conn.channels.contains(channel) {
                 // Subscribing twice changes nothing; pusher-js still expects an answer.
                 let data = presence_data(channel, state.channels.get(channel));
-                deliveries.push((outbox, succeeded_frame(channel, data)));
+                deliveries.send(&socket_key, &outbox, succeeded_frame(channel, data));
                 drop(guard);
-                self.deliver(deliveries);
+                self.disconnect_overflowed(deliveries);
                 return Ok(());
             }
             let channel_key: Arc<str> = match state.channels.get_key_value(channel) {
@@ -267,7 +267,7 @@ impl App {
                 );
                 for (other, _) in entry.subscribers.iter().filter(|(s, _)| **s != socket_key) {
                     if let Some(c) = state.connections.get(other) {
-                        deliveries.push((c.outbox.clone(), frame.clone()));
+                        deliveries.send(other, &c.outbox, frame.clone());
                     }
                 }
             }
@@ -287,15 +287,15 @@ impl App {
                     user_id: user_id.to_string(),
                 });
             }
-            deliveries.push((outbox, succeeded_frame(channel, succeeded)));
+            deliveries.send(&socket_key, &outbox, succeeded_frame(channel, succeeded));
         }
-        self.deliver(deliveries);
+        self.disconnect_overflowed(deliveries);
         Ok(())
     }
 
     /// Unsubscribes a connection from a channel.
     pub fn unsubscribe(&self, socket_id: &str, channel: &str) {
-        let mut deliveries = Vec::new();
+        let mut deliveries = Deliveries::new(&self.metrics);
         {
             let mut state = self.write();
             let removed = state
@@ -307,7 +307,7 @@ impl App {
             }
             self.metrics.channels.set(state.channels.len() as i64);
         }
-        self.deliver(deliveries);
+        self.disconnect_overflowed(deliveries);
     }
 
     fn leave(
@@ -315,7 +315,7 @@ impl App {
         state: &mut State,
         socket_id: &str,
         channel: &str,
-        deliveries: &mut Vec<(OutboxSender, ByteString)>,
+        deliveries: &mut Deliveries<'_>,
     ) {
         let Some(entry) = state.channels.get_mut(channel) else {
             return;
@@ -341,7 +341,7 @@ impl App {
                 );
                 for other in entry.subscribers.keys() {
                     if let Some(c) = state.connections.get(other) {
-                        deliveries.push((c.outbox.clone(), frame.clone()));
+                        deliveries.send(other, &c.outbox, frame.clone());
                     }
                 }
                 self.webhook(WebhookEvent::MemberRemoved {
@@ -381,6 +381,18 @@ impl App {
         let previous = conn.user_id.replace(user.clone());
         let newly_subscribed = conn.channels.insert(channel.clone());
         if let Some(previous) = previous.filter(|p| *p != user) {
+            // Signing in as someone else ends the previous user's delivery.
+            let old_channel = format!(
+                "{}{previous}",
+                realtime_core::channel::SERVER_TO_USER_PREFIX
+            );
+            conn.channels.remove(old_channel.as_str());
+            if let Some(entry) = state.channels.get_mut(old_channel.as_str()) {
+                entry.subscribers.remove(&socket_key);
+                if entry.subscribers.is_empty() {
+                    state.channels.remove(old_channel.as_str());
+                }
+            }
             if let Some(sockets) = state.users.get_mut(&previous) {
                 sockets.remove(&socket_key);
                 if sockets.is_empty() {
@@ -567,9 +579,35 @@ impl App {
         }
     }
 
-    fn deliver(&self, deliveries: Vec<(OutboxSender, ByteString)>) {
-        for (outbox, frame) in deliveries {
-            try_deliver(&outbox, Outbound::Frame(frame), &self.metrics);
+    /// Disconnects the connections whose outbox overflowed while frames were
+    /// queued; called once the state lock is released.
+    fn disconnect_overflowed(&self, deliveries: Deliveries<'_>) {
+        for socket in deliveries.overflowed {
+            self.disconnect(&socket);
+        }
+    }
+}
+
+/// Frames queued while the state lock is held, so that every connection
+/// sees changes in the order they happened (a subscriber gets
+/// `subscription_succeeded` before any event of the channel). Connections whose
+/// outbox is full are noted and disconnected after the lock is released.
+struct Deliveries<'a> {
+    metrics: &'a Metrics,
+    overflowed: Vec<Arc<str>>,
+}
+
+impl<'a> Deliveries<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Deliveries {
+            metrics,
+            overflowed: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: ByteString) {
+        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) {
+            self.overflowed.push(socket.clone());
         }
     }
 }
@@ -612,4 +650,276 @@ fn succeeded_frame(channel: &str, presence: Option<String>) -> ByteString {
         Some(channel),
         presence.unwrap_or_else(|| "{}".to_owned()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use realtime_core::Credentials;
+    use serde_json::json;
+
+    fn app_with(change: impl FnOnce(&mut AppConfig)) -> App {
+        let mut config = AppConfig::new(Credentials::new("1", "key", "secret"));
+        change(&mut config);
+        App::new(config, Metrics::new(), None)
+    }
+
+    fn app() -> App {
+        app_with(|_| {})
+    }
+
+    fn drain(receiver: &mut OutboxReceiver) -> Vec<Outbound> {
+        let mut all = Vec::new();
+        while let Ok(outbound) = receiver.try_recv() {
+            all.push(outbound);
+        }
+        all
+    }
+
+    fn member(id: &str) -> Option<(String, Option<Value>)> {
+        Some((id.to_owned(), Some(json!({ "name": id }))))
+    }
+
+    #[test]
+    fn connect_and_disconnect_keep_the_connection_gauge() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        let (_b, _rb) = app.connect().unwrap();
+        assert_eq!(app.metrics().connections.get(), 2);
+        app.disconnect(&a);
+        assert_eq!(app.metrics().connections.get(), 1);
+        assert_eq!(app.connection_count(), 1);
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe_keep_the_channel_gauge() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        app.subscribe(&a, "one", None).unwrap();
+        app.subscribe(&a, "two", None).unwrap();
+        assert_eq!(app.metrics().channels.get(), 2);
+        app.unsubscribe(&a, "one");
+        assert_eq!(app.metrics().channels.get(), 1);
+        app.disconnect(&a);
+        assert_eq!(app.metrics().channels.get(), 0);
+    }
+
+    #[test]
+    fn subscribe_of_unknown_connection_is_refused_and_creates_nothing() {
+        let app = app();
+        assert_eq!(
+            app.subscribe("1.1", "news", None),
+            Err(SubscribeError::UnknownConnection)
+        );
+        assert!(app.read().channels.is_empty());
+    }
+
+    #[test]
+    fn refused_presence_member_leaves_no_empty_channel_behind() {
+        let app = app_with(|c| c.max_presence_members = 0);
+        let (a, mut ra) = app.connect().unwrap();
+        assert_eq!(
+            app.subscribe(&a, "presence-room", member("alice")),
+            Err(SubscribeError::PresenceFull(0))
+        );
+        assert!(app.read().channels.is_empty());
+        assert!(!app.is_subscribed(&a, "presence-room"));
+        assert!(drain(&mut ra).is_empty());
+    }
+
+    #[test]
+    fn refused_presence_member_does_not_disturb_the_members() {
+        let app = app_with(|c| c.max_presence_members = 1);
+        let (a, _ra) = app.connect().unwrap();
+        let (b, _rb) = app.connect().unwrap();
+        app.subscribe(&a, "presence-room", member("alice")).unwrap();
+        assert!(app.subscribe(&b, "presence-room", member("bob")).is_err());
+        let state = app.read();
+        let channel = state.channels.get("presence-room").unwrap();
+        assert_eq!(channel.subscribers.len(), 1);
+        assert_eq!(channel.members.len(), 1);
+        assert!(state
+            .connections
+            .get(b.as_ref())
+            .unwrap()
+            .channels
+            .is_empty());
+    }
+
+    #[test]
+    fn presence_member_counts_its_connections() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        let (b, _rb) = app.connect().unwrap();
+        app.subscribe(&a, "presence-room", member("alice")).unwrap();
+        app.subscribe(&b, "presence-room", member("alice")).unwrap();
+        assert_eq!(
+            app.read().channels["presence-room"].members["alice"].connections,
+            2
+        );
+        app.unsubscribe(&a, "presence-room");
+        assert_eq!(
+            app.read().channels["presence-room"].members["alice"].connections,
+            1
+        );
+        // Unsubscribing again changes nothing.
+        app.unsubscribe(&a, "presence-room");
+        assert_eq!(
+            app.read().channels["presence-room"].members["alice"].connections,
+            1
+        );
+        app.unsubscribe(&b, "presence-room");
+        assert!(!app.read().channels.contains_key("presence-room"));
+    }
+
+    #[test]
+    fn presence_members_keep_the_first_connections_info() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        let (b, _rb) = app.connect().unwrap();
+        app.subscribe(&a, "presence-room", Some(("alice".into(), Some(json!(1)))))
+            .unwrap();
+        app.subscribe(&b, "presence-room", Some(("alice".into(), Some(json!(2)))))
+            .unwrap();
+        assert_eq!(
+            app.presence_members("presence-room"),
+            [("alice".to_owned(), Some(json!(1)))]
+        );
+    }
+
+    #[test]
+    fn presence_data_is_only_for_presence_channels() {
+        let channel = Channel::default();
+        assert_eq!(presence_data("news", Some(&channel)), None);
+        assert_eq!(presence_data("private-x", Some(&channel)), None);
+        let data: Value =
+            serde_json::from_str(&presence_data("presence-x", Some(&channel)).unwrap()).unwrap();
+        assert_eq!(
+            data,
+            json!({ "presence": { "ids": [], "hash": {}, "count": 0 } })
+        );
+    }
+
+    #[test]
+    fn sign_in_of_unknown_connection_is_false() {
+        let app = app();
+        assert!(!app.sign_in("1.1", "42"));
+        assert!(app.read().users.is_empty());
+        assert!(app.read().channels.is_empty());
+    }
+
+    #[test]
+    fn signing_in_twice_as_the_same_user_subscribes_once() {
+        let app = app();
+        let (a, mut ra) = app.connect().unwrap();
+        assert!(app.sign_in(&a, "42"));
+        assert!(app.sign_in(&a, "42"));
+        assert_eq!(app.read().users["42"].len(), 1);
+        let frame = protocol::frame("e", Some("#server-to-user-42"), "{}");
+        assert_eq!(app.publish("#server-to-user-42", &frame, None), 1);
+        assert_eq!(drain(&mut ra).len(), 1);
+    }
+
+    #[test]
+    fn user_channels_are_not_listed() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        app.sign_in(&a, "42");
+        app.subscribe(&a, "news", None).unwrap();
+        let names: Vec<String> = app.channels("").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["news"]);
+        assert!(app.channels("#").is_empty());
+    }
+
+    #[test]
+    fn channels_filter_by_prefix() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        for channel in ["news-1", "news-2", "sports"] {
+            app.subscribe(&a, channel, None).unwrap();
+        }
+        let mut names: Vec<String> = app.channels("news-").into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["news-1", "news-2"]);
+    }
+
+    #[test]
+    fn publish_counts_the_connections_reached() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        let (b, _rb) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        app.subscribe(&b, "news", None).unwrap();
+        let frame = protocol::frame("e", Some("news"), "{}");
+        assert_eq!(app.publish("news", &frame, None), 2);
+        assert_eq!(app.publish("news", &frame, Some(&a)), 1);
+        assert_eq!(app.publish("nobody", &frame, None), 0);
+    }
+
+    #[test]
+    fn frames_queued_are_counted_in_messages_out() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        let before = app.metrics().messages_out.get();
+        let frame = protocol::frame("e", Some("news"), "{}");
+        app.publish("news", &frame, None);
+        app.publish("news", &frame, None);
+        assert_eq!(app.metrics().messages_out.get(), before + 2);
+    }
+
+    #[test]
+    fn publish_to_a_connection_whose_task_ended_does_not_panic() {
+        let app = app();
+        let (a, ra) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        drop(ra);
+        let frame = protocol::frame("e", Some("news"), "{}");
+        app.publish("news", &frame, None);
+        app.send_to(&a, Outbound::Close(4200, "bye".into()));
+        // The driver disconnects it when its task ends; until then it stays.
+        assert_eq!(app.connection_count(), 1);
+    }
+
+    #[test]
+    fn relay_from_a_non_subscriber_is_refused() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        let (b, mut rb) = app.connect().unwrap();
+        app.subscribe(&b, "private-chat", None).unwrap();
+        drain(&mut rb);
+        assert!(!app.relay_client_event(&a, "private-chat", "client-x", &json!({})));
+        assert!(!app.relay_client_event(&a, "private-nobody", "client-x", &json!({})));
+        assert!(drain(&mut rb).is_empty());
+        assert!(app.relay_client_event(&b, "private-chat", "client-x", &json!({})));
+        assert!(drain(&mut rb).is_empty(), "not echoed to the sender");
+    }
+
+    #[test]
+    fn close_all_asks_every_connection_to_close() {
+        let app = app();
+        let (_a, mut ra) = app.connect().unwrap();
+        let (_b, mut rb) = app.connect().unwrap();
+        app.close_all(4200, "going away");
+        for receiver in [&mut ra, &mut rb] {
+            assert_eq!(
+                drain(receiver),
+                [Outbound::Close(4200, "going away".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn disconnect_forgets_the_connection_everywhere() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        app.subscribe(&a, "presence-room", member("alice")).unwrap();
+        app.sign_in(&a, "alice");
+        app.disconnect(&a);
+        let state = app.read();
+        assert!(state.connections.is_empty());
+        assert!(state.channels.is_empty(), "{:?}", state.channels.keys());
+        assert!(state.users.is_empty());
+    }
 }
