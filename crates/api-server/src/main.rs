@@ -1,2 +1,2 @@
-//! The SMS inbox API server.
+//! `api-server`: the inbox API and its command line.
 fn main() {}

@@ -1,0 +1,163 @@
+//! The one error type of the HTTP API: every failure becomes a status and
+//! `{"error":{"code","message"}}`; the cause goes to the log, never to the client.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed or breaks a rule (400).
+    #[error("{message}")]
+    BadRequest {
+        /// A stable, machine-readable code.
+        code: &'static str,
+        /// A sentence for the user.
+        message: String,
+    },
+    /// No valid session or token (401).
+    #[error("authentication required")]
+    Unauthorized,
+    /// Wrong email or password (401).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// Authenticated, but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Not found, or another team's (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with existing data (409).
+    #[error("{message}")]
+    Conflict {
+        /// A stable code.
+        code: &'static str,
+        /// A sentence for the user.
+        message: String,
+    },
+    /// Too many attempts (429).
+    #[error("too many attempts; try again in {retry_after_secs} seconds")]
+    TooManyRequests {
+        /// When to try again.
+        retry_after_secs: u64,
+    },
+    /// Something failed on our side (500); the cause is logged.
+    #[error("internal error")]
+    Internal(String),
+    /// The database is unreachable or busy (503).
+    #[error("the database is unavailable")]
+    Unavailable(String),
+}
+
+impl AppError {
+    /// A 400 with a code and a sentence.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest { code, .. } | AppError::Conflict { code, .. } => code,
+            AppError::Unauthorized => "unauthorized",
+            AppError::InvalidCredentials => "invalid_credentials",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::TooManyRequests { .. } => "too_many_requests",
+            AppError::Internal(_) => "internal",
+            AppError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized | AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AppError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            AppError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let AppError::TooManyRequests { retry_after_secs } = self {
+            response.insert_header(("Retry-After", retry_after_secs.to_string()));
+        }
+        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::NotFound => AppError::NotFound("record"),
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            ) => AppError::Conflict {
+                code: "conflict",
+                message: format!("already exists ({})", info.message()),
+            },
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for AppError {
+    fn from(e: r2d2::Error) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for AppError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}
+
+/// Turns actix's own extractor failures (bad JSON, bad form, bad path)
+/// into the contract's error shape instead of actix's plain text.
+pub fn json_error_handler(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    AppError::bad_request("invalid_json", err.to_string()).into()
+}
+
+/// See [`json_error_handler`].
+pub fn form_error_handler(
+    err: actix_web::error::UrlencodedError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    AppError::bad_request("invalid_form", err.to_string()).into()
+}
+
+/// See [`json_error_handler`].
+pub fn query_error_handler(
+    err: actix_web::error::QueryPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    AppError::bad_request("invalid_query", err.to_string()).into()
+}
+
+/// See [`json_error_handler`].
+pub fn path_error_handler(
+    _err: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    AppError::NotFound("resource").into()
+}

@@ -1,0 +1,12 @@
+//! The team SMS inbox's API server: actix-web + diesel. Every write in the
+//! send, read, note and webhook handlers calls [`realtime::notify_contact`],
+//! which queues the event in the outbox in the same transaction; the
+//! dispatcher publishes it through a `realtime_core::Publisher`.
+//!
+//! A request enters at `app.rs` (the one route list) → `routes/api/…` (one
+//! file per endpoint) → `models/` (the database) and `realtime/` (events).
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod models;

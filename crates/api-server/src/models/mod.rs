@@ -1,0 +1,44 @@
+//! One module per table: the row (`Queryable`), the insert (`Insertable`),
+//! the queries, and the JSON shape the API answers with (a separate type,
+//! never the row).
+
+pub mod contact;
+pub mod idempotency;
+pub mod message;
+pub mod note;
+pub mod outbox;
+pub mod realtime_app;
+pub mod session;
+pub mod team;
+pub mod user;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// Now, in UTC, at microsecond precision (what both databases keep).
+pub fn now() -> NaiveDateTime {
+    let now = Utc::now().naive_utc();
+    now.with_nanosecond_rounded()
+}
+
+trait Micros {
+    fn with_nanosecond_rounded(self) -> Self;
+}
+
+impl Micros for NaiveDateTime {
+    fn with_nanosecond_rounded(self) -> Self {
+        use chrono::Timelike;
+        let micros = self.nanosecond() / 1_000 * 1_000;
+        self.with_nanosecond(micros).unwrap_or(self)
+    }
+}
+
+/// A stored time as RFC 3339 UTC, as the API shows times.
+pub fn rfc3339(time: NaiveDateTime) -> String {
+    DateTime::<Utc>::from_naive_utc_and_offset(time, Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Ids are opaque strings in the API; inside, they are row numbers.
+pub fn parse_id(id: &str) -> Option<i64> {
+    id.parse().ok().filter(|n: &i64| *n > 0)
+}

@@ -1,0 +1,198 @@
+//! The outbox: events written in the same transaction as the change they
+//! announce, deleted once the realtime service accepted them.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::outbox;
+use crate::db::DbConnection;
+
+/// An event waiting to be published.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub team_id: i64,
+    pub contact_id: Option<i64>,
+    pub event: String,
+    /// A JSON array of channel names.
+    pub channels: String,
+    pub data: String,
+    pub socket_id: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+/// An event to queue.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewOutboxRow<'a> {
+    pub team_id: i64,
+    pub contact_id: Option<i64>,
+    pub event: &'a str,
+    pub channels: String,
+    pub data: String,
+    pub socket_id: Option<&'a str>,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+impl OutboxRow {
+    /// Queues an event.
+    pub fn insert(conn: &mut DbConnection, new: &NewOutboxRow<'_>) -> QueryResult<usize> {
+        diesel::insert_into(outbox::table).values(new).execute(conn)
+    }
+
+    /// The channels, decoded.
+    pub fn channel_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.channels).unwrap_or_default()
+    }
+
+    /// Takes up to `limit` due events to publish now, oldest first. Call it
+    /// inside a write transaction and publish before committing.
+    ///
+    /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so other
+    /// instances take other rows. A contact's events are published in order:
+    /// only an unbroken run from the contact's oldest queued event is kept,
+    /// so an event never overtakes an earlier one that another instance
+    /// holds or that is waiting out a backoff.
+    pub fn claim(
+        conn: &mut DbConnection,
+        now: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<OutboxRow>> {
+        let due = outbox::table
+            .filter(outbox::next_attempt_at.le(now))
+            .order(outbox::id)
+            .limit(limit);
+        let rows: Vec<OutboxRow> = match conn {
+            DbConnection::Postgresql(pg) => due
+                .select(OutboxRow::as_select())
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+            // SQLite runs this inside BEGIN IMMEDIATE: there is one writer.
+            DbConnection::Sqlite(sqlite) => due.select(OutboxRow::as_select()).load(sqlite)?,
+        };
+        let contacts: HashSet<i64> = rows.iter().filter_map(|r| r.contact_id).collect();
+        if contacts.is_empty() {
+            return Ok(rows);
+        }
+        let queued: Vec<(i64, Option<i64>)> = outbox::table
+            .filter(outbox::contact_id.eq_any(contacts.iter().copied().collect::<Vec<_>>()))
+            .order(outbox::id)
+            .select((outbox::id, outbox::contact_id))
+            .load(conn)?;
+        Ok(in_order_prefix(rows, &queued))
+    }
+
+    /// Removes published events.
+    pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
+        diesel::delete(outbox::table.filter(outbox::id.eq_any(ids))).execute(conn)
+    }
+
+    /// Puts events back for a later attempt.
+    pub fn reschedule(
+        conn: &mut DbConnection,
+        ids: &[i64],
+        at: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+            .set((
+                outbox::attempts.eq(outbox::attempts + 1),
+                outbox::next_attempt_at.eq(at),
+            ))
+            .execute(conn)
+    }
+
+    /// How many events wait, and since when the oldest.
+    pub fn depth(conn: &mut DbConnection) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+        let count = outbox::table.count().get_result(conn)?;
+        let oldest = outbox::table
+            .select(diesel::dsl::min(outbox::created_at))
+            .first(conn)?;
+        Ok((count, oldest))
+    }
+}
+
+/// Keeps, per contact, only the claimed rows that continue the contact's
+/// queue from its oldest event without a gap. `queued` is every queued
+/// (id, contact) of the claimed rows' contacts, by id.
+fn in_order_prefix(rows: Vec<OutboxRow>, queued: &[(i64, Option<i64>)]) -> Vec<OutboxRow> {
+    let claimed: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+    let mut allowed: HashSet<i64> = HashSet::new();
+    let mut broken: HashMap<i64, bool> = HashMap::new();
+    for (id, contact) in queued {
+        let Some(contact) = contact else { continue };
+        let stop = broken.entry(*contact).or_insert(false);
+        if *stop {
+            continue;
+        }
+        if claimed.contains(id) {
+            allowed.insert(*id);
+        } else {
+            *stop = true;
+        }
+    }
+    rows.into_iter()
+        .filter(|r| r.contact_id.is_none() || allowed.contains(&r.id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, contact: i64) -> OutboxRow {
+        OutboxRow {
+            id,
+            team_id: 1,
+            contact_id: Some(contact),
+            event: "e".into(),
+            channels: "[]".into(),
+            data: "{}".into(),
+            socket_id: None,
+            attempts: 0,
+            next_attempt_at: NaiveDateTime::default(),
+            created_at: NaiveDateTime::default(),
+        }
+    }
+
+    #[test]
+    fn a_contact_whose_oldest_event_is_held_elsewhere_waits() {
+        // Row 1 (contact 7) is held by another instance; rows 2 and 3 are ours.
+        let rows = vec![row(2, 7), row(3, 8)];
+        let queued = [(1, Some(7)), (2, Some(7)), (3, Some(8))];
+        let kept: Vec<i64> = in_order_prefix(rows, &queued)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(kept, vec![3]);
+    }
+
+    #[test]
+    fn a_gap_stops_the_run() {
+        let rows = vec![row(1, 7), row(3, 7)];
+        let queued = [(1, Some(7)), (2, Some(7)), (3, Some(7))];
+        let kept: Vec<i64> = in_order_prefix(rows, &queued)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(kept, vec![1]);
+    }
+
+    #[test]
+    fn an_unbroken_run_is_kept_whole() {
+        let rows = vec![row(1, 7), row(2, 7), row(4, 9)];
+        let queued = [(1, Some(7)), (2, Some(7)), (4, Some(9)), (5, Some(9))];
+        let kept: Vec<i64> = in_order_prefix(rows, &queued)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(kept, vec![1, 2, 4]);
+    }
+}

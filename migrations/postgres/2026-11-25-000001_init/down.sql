@@ -1,0 +1,9 @@
+DROP TABLE realtime_apps;
+DROP TABLE idempotency_keys;
+DROP TABLE outbox;
+DROP TABLE notes;
+DROP TABLE messages;
+DROP TABLE contacts;
+DROP TABLE sessions;
+DROP TABLE users;
+DROP TABLE teams;
