@@ -7,7 +7,7 @@ use realtime_core::Config as PusherConfig;
 #[derive(Debug, Clone)]
 pub enum RealtimeMode {
     /// Hosted Pusher, or a self-hosted compatible server (`PUSHER_HOST`).
-    Pusher(PusherConfig),
+    Pusher(Box<PusherConfig>),
     /// The embedded realtime server on api-server's own port.
     Embedded,
 }
@@ -80,10 +80,11 @@ impl Config {
             message: format!("{public_url:?} is not a URL: {e}"),
         })?;
         let realtime = if PusherConfig::is_configured_in(&lookup) {
-            RealtimeMode::Pusher(PusherConfig::from_lookup(&lookup).map_err(|e| ConfigError {
+            let pusher = PusherConfig::from_lookup(&lookup).map_err(|e| ConfigError {
                 variable: "PUSHER_*",
                 message: e.to_string(),
-            })?)
+            })?;
+            RealtimeMode::Pusher(Box::new(pusher))
         } else {
             RealtimeMode::Embedded
         };

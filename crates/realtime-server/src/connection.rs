@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use realtime_core::{ChannelKind, ChannelName};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,6 +30,7 @@ pub enum Control {
 pub struct Connection {
     app: Arc<App>,
     socket_id: Arc<str>,
+    user_id: Option<String>,
     rate_window: Instant,
     events_in_window: u32,
 }
@@ -40,6 +41,7 @@ impl Connection {
         Connection {
             app,
             socket_id,
+            user_id: None,
             rate_window: Instant::now(),
             events_in_window: 0,
         }
@@ -113,6 +115,18 @@ impl Connection {
         let member = match channel.kind() {
             ChannelKind::Public => None,
             ChannelKind::ServerToUser => {
+                // pusher-js subscribes to its own user channel after signin;
+                // sign_in already did, so only the answer is missing.
+                let own = self.user_id.as_deref().is_some_and(|user| {
+                    name.strip_prefix(realtime_core::channel::SERVER_TO_USER_PREFIX) == Some(user)
+                });
+                if own {
+                    return self.reply(protocol::frame(
+                        "pusher_internal:subscription_succeeded",
+                        Some(name),
+                        "{}",
+                    ));
+                }
                 return refuse(
                     "AuthError",
                     "User channels are joined by pusher:signin",
@@ -197,6 +211,7 @@ impl Connection {
             return refused();
         };
         self.app.sign_in(&self.socket_id, &user_id);
+        self.user_id = Some(user_id);
         self.reply(protocol::frame(
             "pusher:signin_success",
             None,
@@ -304,6 +319,9 @@ pub async fn websocket(
     key: web::Path<String>,
     server: web::Data<Server>,
 ) -> actix_web::Result<HttpResponse> {
+    if server.is_shutting_down() {
+        return refuse_upgrade(&req, body, code::RECONNECT_NOW, "Server shutting down");
+    }
     let Some(app) = server.app_by_key(&key) else {
         return refuse_upgrade(
             &req,
@@ -339,7 +357,12 @@ pub async fn websocket(
         return refuse_upgrade(&req, body, code::OVER_CAPACITY, "Over capacity");
     };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(app.config().max_frame_bytes);
+    let max = app.config().max_frame_bytes;
+    // Fragmented messages are joined, as RFC 6455 requires, up to the same limit.
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
     let connection = Connection::new(app.clone(), socket_id);
     actix_web::rt::spawn(drive(connection, session, stream, outbox));
     Ok(response)
@@ -359,7 +382,7 @@ fn outbound_closed(outbox: &OutboxReceiver) -> bool {
 async fn drive(
     mut connection: Connection,
     mut session: Session,
-    mut stream: actix_ws::MessageStream,
+    mut stream: actix_ws::AggregatedMessageStream,
     mut outbox: OutboxReceiver,
 ) {
     let app = connection.app.clone();
@@ -381,17 +404,17 @@ async fn drive(
                     idle.as_mut().reset(tokio::time::Instant::now() + activity_timeout);
                     pinged = false;
                     let control = match message {
-                        Some(Ok(Message::Text(text))) => connection.handle_text(&text),
-                        Some(Ok(Message::Ping(bytes))) => {
+                        Some(Ok(AggregatedMessage::Text(text))) => connection.handle_text(&text),
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
                             if session.pong(&bytes).await.is_err() { break None; }
                             Control::Continue
                         }
-                        Some(Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_))) => Control::Continue,
-                        Some(Ok(Message::Binary(_))) => {
+                        Some(Ok(AggregatedMessage::Pong(_))) => Control::Continue,
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
                             connection.error(None, "Binary frames are not supported; send JSON text");
                             Control::Continue
                         }
-                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Ok(AggregatedMessage::Close(_))) | None => break None,
                         Some(Err(ProtocolError::Overflow)) => {
                             connection.error(None, "Frame too large");
                             Control::Close(1009, "Frame too large".into())

@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod registry;
 pub mod webhooks;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use registry::App;
 pub struct Server {
     apps: Vec<Arc<App>>,
     metrics: Metrics,
+    shutting_down: AtomicBool,
 }
 
 impl Server {
@@ -64,7 +66,11 @@ impl Server {
                 Arc::new(App::new(config, metrics.clone(), webhooks))
             })
             .collect();
-        Server { apps, metrics }
+        Server {
+            apps,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
     /// The app with this key.
@@ -81,6 +87,11 @@ impl Server {
             .iter()
             .find(|a| a.config().credentials.app_id() == id)
             .cloned()
+    }
+
+    /// Whether [`Server::shutdown`] began: new connections are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// The server's metrics.
@@ -120,8 +131,17 @@ impl Server {
     /// Tells every client to reconnect elsewhere (4200) and delivers the
     /// webhooks still queued, waiting at most `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         for app in &self.apps {
             app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
+        }
+        // Connections leave their channels as their tasks end; wait for
+        // that, so their channel_vacated and member_removed are flushed too.
+        let deadline = tokio::time::Instant::now() + timeout / 2;
+        while self.apps.iter().any(|a| a.connection_count() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let flushes = self
             .apps

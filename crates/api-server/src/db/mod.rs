@@ -151,7 +151,7 @@ pub fn migrate(url: &str) -> Result<usize, DbError> {
                 .exclusive_transaction(|c| {
                     c.run_pending_migrations(SQLITE_MIGRATIONS)
                         .map(|v| v.len())
-                        .map_err(|e| diesel::result::Error::QueryBuilderError(e))
+                        .map_err(diesel::result::Error::QueryBuilderError)
                 })
                 .map_err(|e| DbError::Migration(e.to_string()))
         }

@@ -1,0 +1,163 @@
+'use strict';
+// Starts the realtime-server binary on a free port for one test file and stops it
+// afterwards. Nothing here talks the protocol: tests drive the server through the
+// official clients (see clients.js).
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+
+// tests/compat/lib -> repository root
+const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/** Where the binary is: $REALTIME_SERVER_BIN, then the usual cargo target dirs. */
+function findBinary() {
+  const explicit = process.env.REALTIME_SERVER_BIN;
+  if (explicit) {
+    try {
+      fs.accessSync(explicit, fs.constants.X_OK);
+      return explicit;
+    } catch {
+      throw new Error(`REALTIME_SERVER_BIN=${explicit} is not an executable file; build it with \`cargo build -p realtime-server\`.`);
+    }
+  }
+  const candidates = [];
+  candidates.push(path.join(REPO_ROOT, 'target', 'debug', 'realtime-server'));
+  if (process.env.CARGO_TARGET_DIR) {
+    candidates.push(path.resolve(process.env.CARGO_TARGET_DIR, 'debug', 'realtime-server'));
+  }
+  for (const candidate of candidates) {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error(
+    'realtime-server binary not found (tried ' + candidates.join(', ') + '). Build it with ' +
+      '`cargo build -p realtime-server` or set REALTIME_SERVER_BIN.'
+  );
+}
+
+/** A TCP port nobody listens on right now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+const randomId = (prefix) => prefix + crypto.randomBytes(6).toString('hex');
+
+/**
+ * Starts a server. Options: clientEvents (bool), activityTimeout (s),
+ * webhookUrl, webhookLeaveDelay (s), args (extra flags), appId/key/secret.
+ * Answers { port, appId, key, secret, host, proc, logs(), stop(), signal(), exited }.
+ */
+async function startServer(options = {}) {
+  const bin = findBinary();
+  const appId = options.appId || String(100000 + crypto.randomInt(800000));
+  const key = options.key || randomId('key');
+  const secret = options.secret || randomId('secret');
+  let lastError;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const args = ['--app-id', appId, '--key', key, '--secret', secret, '--host', '127.0.0.1', '--port', String(port)];
+    if (options.clientEvents) args.push('--client-events');
+    if (options.activityTimeout !== undefined) args.push('--activity-timeout', String(options.activityTimeout));
+    if (options.webhookUrl) args.push('--webhook-url', options.webhookUrl);
+    if (options.webhookLeaveDelay !== undefined) args.push('--webhook-leave-delay', String(options.webhookLeaveDelay));
+    args.push('--workers', String(options.workers || 2));
+    if (options.args) args.push(...options.args);
+
+    const proc = spawn(bin, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    });
+    let output = '';
+    const keep = (chunk) => {
+      output += chunk.toString();
+      if (output.length > 200000) output = output.slice(-100000);
+    };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    let exitInfo = null;
+    const exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => {
+        exitInfo = { code, signal };
+        resolve(exitInfo);
+      });
+    });
+
+    const deadline = Date.now() + 10000;
+    let up = false;
+    while (Date.now() < deadline && !exitInfo) {
+      if (await canConnect(port)) {
+        up = true;
+        break;
+      }
+      await sleep(20);
+    }
+    if (up && !exitInfo) {
+      const server = {
+        bin,
+        host: '127.0.0.1',
+        port,
+        appId,
+        key,
+        secret,
+        proc,
+        exited,
+        logs: () => output,
+        get running() {
+          return exitInfo === null;
+        },
+        /** Sends a signal without waiting. */
+        signal(sig) {
+          if (exitInfo === null) proc.kill(sig);
+        },
+        /** Kills the server (SIGKILL unless told otherwise) and waits for it to exit. */
+        async stop(sig = 'SIGKILL') {
+          if (exitInfo !== null) return exitInfo;
+          proc.kill(sig);
+          const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+          const info = await exited;
+          clearTimeout(timer);
+          return info;
+        },
+      };
+      return server;
+    }
+    lastError = new Error(
+      `realtime-server did not start on port ${port} (exit ${JSON.stringify(exitInfo)}):\n${output}`
+    );
+    if (!exitInfo) {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+  }
+  throw lastError;
+}
+
+module.exports = { startServer, findBinary, freePort, sleep, REPO_ROOT };
