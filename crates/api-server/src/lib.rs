@@ -6,7 +6,14 @@
 //! A request enters at `app.rs` (the one route list) → `routes/api/…` (one
 //! file per endpoint) → `models/` (the database) and `realtime/` (events).
 
+pub mod app;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod models;
+pub mod phone;
+pub mod realtime;
+pub mod routes;

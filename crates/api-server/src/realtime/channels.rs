@@ -1,0 +1,79 @@
+//! Who may join which channel: the inbox's channels are
+//! `private-contact-{id}` and `presence-contact-{id}` (every member of the
+//! contact's team) and `private-user-{id}` (that user alone).
+
+/// A channel of the inbox, parsed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxChannel {
+    /// `private-contact-{id}`: a contact's messages, notes and read marks.
+    ContactEvents(i64),
+    /// `presence-contact-{id}`: who is viewing a contact.
+    ContactViewers(i64),
+    /// `private-user-{id}`: one user's contact list updates.
+    User(i64),
+}
+
+impl InboxChannel {
+    /// Reads a channel name; anything else is not a channel of the inbox.
+    pub fn parse(name: &str) -> Option<Self> {
+        let id = |rest: &str| rest.parse::<i64>().ok().filter(|id| *id > 0);
+        if let Some(rest) = name.strip_prefix("private-contact-") {
+            return id(rest).map(InboxChannel::ContactEvents);
+        }
+        if let Some(rest) = name.strip_prefix("presence-contact-") {
+            return id(rest).map(InboxChannel::ContactViewers);
+        }
+        if let Some(rest) = name.strip_prefix("private-user-") {
+            return id(rest).map(InboxChannel::User);
+        }
+        None
+    }
+}
+
+/// The channel of a contact's events.
+pub fn contact_channel(contact_id: i64) -> String {
+    format!("private-contact-{contact_id}")
+}
+
+/// The presence channel of a contact's viewers.
+pub fn viewers_channel(contact_id: i64) -> String {
+    format!("presence-contact-{contact_id}")
+}
+
+/// The channel of one user.
+pub fn user_channel(user_id: i64) -> String {
+    format!("private-user-{user_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_inbox_channels_parse() {
+        assert_eq!(
+            InboxChannel::parse("private-contact-12"),
+            Some(InboxChannel::ContactEvents(12))
+        );
+        assert_eq!(
+            InboxChannel::parse("presence-contact-3"),
+            Some(InboxChannel::ContactViewers(3))
+        );
+        assert_eq!(
+            InboxChannel::parse("private-user-7"),
+            Some(InboxChannel::User(7))
+        );
+        for other in [
+            "private-contact-",
+            "private-contact-0",
+            "private-contact--1",
+            "private-contact-1x",
+            "private-encrypted-contact-1",
+            "presence-user-1",
+            "contact-1",
+            "private-user-99999999999999999999",
+        ] {
+            assert_eq!(InboxChannel::parse(other), None, "{other}");
+        }
+    }
+}

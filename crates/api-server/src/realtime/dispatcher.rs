@@ -1,0 +1,350 @@
+//! The outbox dispatcher: publishes queued events through a
+//! [`Publisher`] as soon as they are committed, in order per contact,
+//! batching up to 10 single-channel events per request, and backing off
+//! (to at most two seconds) while the realtime service is down.
+//!
+//! It runs on its own thread with its own connection and runtime, so a slow
+//! realtime service never holds up a request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use realtime_core::{Error as RealtimeError, Event, Publisher};
+use tokio::sync::Notify;
+
+use crate::db::{write_transaction, DbConnection, DbPool};
+use crate::metrics::AppMetrics;
+use crate::models::outbox::OutboxRow;
+
+/// Events claimed per round.
+const ROUND_SIZE: i64 = 100;
+/// How often the outbox is looked at when nothing woke the dispatcher
+/// (other instances' events, retries).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Wait before the next attempt after `attempts` failed ones: 100 ms,
+/// doubling, at most 2 s, so events flow within seconds of a recovery.
+pub fn backoff(attempts: i32) -> Duration {
+    let factor = 1u32 << attempts.clamp(0, 5);
+    (Duration::from_millis(100) * factor).min(Duration::from_secs(2))
+}
+
+/// A handle on the running dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    wake: Arc<Notify>,
+    stopping: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher thread.
+    pub fn start(
+        pool: DbPool,
+        publisher: Arc<dyn Publisher>,
+        metrics: AppMetrics,
+    ) -> std::io::Result<Self> {
+        let wake = Arc::new(Notify::new());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let worker = Worker {
+            pool,
+            publisher,
+            metrics,
+            wake: wake.clone(),
+            stopping: stopping.clone(),
+            runtime,
+        };
+        let thread = std::thread::Builder::new()
+            .name("outbox-dispatcher".into())
+            .spawn(move || worker.run())?;
+        Ok(Dispatcher {
+            wake,
+            stopping,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Tells the dispatcher new events were committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes what is still queued (for at most `timeout`), then stops.
+    pub fn shutdown(&self, timeout: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let deadline = Instant::now() + timeout;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!(
+                    "outbox not drained at shutdown; the events stay queued for the next start"
+                );
+            }
+        }
+    }
+}
+
+struct Worker {
+    pool: DbPool,
+    publisher: Arc<dyn Publisher>,
+    metrics: AppMetrics,
+    wake: Arc<Notify>,
+    stopping: Arc<AtomicBool>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What one round did.
+enum Round {
+    /// Nothing was due.
+    Idle,
+    /// Some events went out (more may be due).
+    Progress,
+    /// Publishing failed; the events were put back.
+    Failed,
+}
+
+/// Events published together: a batch of single-channel events, or one
+/// event on several channels.
+enum Group {
+    Batch(Vec<OutboxRow>),
+    Single(OutboxRow),
+}
+
+impl Group {
+    fn rows(&self) -> Vec<&OutboxRow> {
+        match self {
+            Group::Batch(rows) => rows.iter().collect(),
+            Group::Single(row) => vec![row],
+        }
+    }
+}
+
+fn event_of(row: &OutboxRow) -> Event {
+    let event = Event::from_json(row.channel_list(), row.event.as_str(), row.data.as_str());
+    match &row.socket_id {
+        Some(socket) => event.exclude(socket.as_str()),
+        None => event,
+    }
+}
+
+/// Splits claimed rows, in order, into publishable groups.
+fn groups(rows: Vec<OutboxRow>) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut batch: Vec<OutboxRow> = Vec::new();
+    for row in rows {
+        if row.channel_list().len() == 1 {
+            batch.push(row);
+            if batch.len() == realtime_core::channel::MAX_BATCH_EVENTS {
+                groups.push(Group::Batch(std::mem::take(&mut batch)));
+            }
+        } else {
+            if !batch.is_empty() {
+                groups.push(Group::Batch(std::mem::take(&mut batch)));
+            }
+            groups.push(Group::Single(row));
+        }
+    }
+    if !batch.is_empty() {
+        groups.push(Group::Batch(batch));
+    }
+    groups
+}
+
+/// Whether a failure can never succeed by retrying (the event itself is
+/// refused), as opposed to the service being unreachable or failing.
+fn is_permanent(error: &RealtimeError) -> bool {
+    match error {
+        RealtimeError::Validation(_)
+        | RealtimeError::Serialize(_)
+        | RealtimeError::Encryption(_) => true,
+        RealtimeError::Http { status, .. } => {
+            (400..500).contains(status) && *status != 429 && *status != 401
+        }
+        _ => false,
+    }
+}
+
+impl Worker {
+    fn run(self) {
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            if stopping && drain_deadline.is_none() {
+                drain_deadline = Some(Instant::now() + Duration::from_secs(10));
+            }
+            let round = match self.round() {
+                Ok(round) => round,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox round failed");
+                    Round::Failed
+                }
+            };
+            match (round, stopping) {
+                (Round::Idle, true) => return,
+                (_, true) if drain_deadline.is_some_and(|d| Instant::now() > d) => return,
+                (Round::Progress, _) => continue,
+                (Round::Idle, false) => self.sleep(POLL),
+                (Round::Failed, _) => self.sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn sleep(&self, at_most: Duration) {
+        let wake = self.wake.clone();
+        self.runtime.block_on(async move {
+            let _ = tokio::time::timeout(at_most, wake.notified()).await;
+        });
+    }
+
+    fn round(&self) -> Result<Round, crate::error::AppError> {
+        let mut conn = self.pool.get()?;
+        let now = crate::models::now();
+        match &mut *conn {
+            // PostgreSQL: the claimed rows stay locked until the round
+            // commits, so another instance never publishes them too.
+            DbConnection::Postgresql(_) => write_transaction(&mut conn, |conn| {
+                let rows = OutboxRow::claim(conn, now, ROUND_SIZE)?;
+                self.publish_and_settle(conn, rows)
+            }),
+            // SQLite: one writer for the whole database, so the lock is not
+            // held while publishing (requests keep writing meanwhile).
+            DbConnection::Sqlite(_) => {
+                let rows = OutboxRow::claim(&mut conn, now, ROUND_SIZE)?;
+                self.publish_and_settle(&mut conn, rows)
+            }
+        }
+    }
+
+    fn publish_and_settle(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<OutboxRow>,
+    ) -> Result<Round, crate::error::AppError> {
+        if rows.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let mut done: Vec<i64> = Vec::new();
+        let mut retry: Vec<(i64, i32)> = Vec::new();
+        let mut failed = false;
+        for group in groups(rows) {
+            if failed {
+                // An earlier event failed: later ones wait, to keep order.
+                retry.extend(group.rows().iter().map(|r| (r.id, r.attempts)));
+                continue;
+            }
+            match self.publish(&group) {
+                Ok(()) => done.extend(group.rows().iter().map(|r| r.id)),
+                Err(e) if is_permanent(&e) => {
+                    // One bad event must not block the rest: retry singly and
+                    // drop only what is refused on its own.
+                    for row in group.rows() {
+                        match self.publish(&Group::Single(row.clone())) {
+                            Ok(()) => done.push(row.id),
+                            Err(e) if is_permanent(&e) => {
+                                tracing::error!(event = %row.event, outbox_id = row.id, error = %e, "event refused by the realtime service; dropped");
+                                self.metrics.pusher_errors.inc();
+                                done.push(row.id);
+                            }
+                            Err(_) => {
+                                failed = true;
+                                retry.push((row.id, row.attempts));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "realtime service unavailable; events stay queued");
+                    self.metrics.pusher_errors.inc();
+                    failed = true;
+                    retry.extend(group.rows().iter().map(|r| (r.id, r.attempts)));
+                }
+            }
+        }
+        OutboxRow::delete(conn, &done)?;
+        let now = crate::models::now();
+        for (id, attempts) in &retry {
+            let at = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_default();
+            OutboxRow::reschedule(conn, &[*id], at)?;
+        }
+        Ok(if failed {
+            Round::Failed
+        } else {
+            Round::Progress
+        })
+    }
+
+    fn publish(&self, group: &Group) -> Result<(), RealtimeError> {
+        let started = Instant::now();
+        let result = match group {
+            Group::Single(row) => self
+                .runtime
+                .block_on(self.publisher.publish(event_of(row)))
+                .map(|_| ()),
+            Group::Batch(rows) if rows.len() == 1 => self
+                .runtime
+                .block_on(self.publisher.publish(event_of(&rows[0])))
+                .map(|_| ()),
+            Group::Batch(rows) => self
+                .runtime
+                .block_on(
+                    self.publisher
+                        .publish_batch(rows.iter().map(event_of).collect()),
+                )
+                .map(|_| ()),
+        };
+        if result.is_ok() {
+            let rows = group.rows();
+            self.metrics.record_published(rows.len() as u64);
+            for row in rows {
+                let age = (crate::models::now() - row.created_at)
+                    .num_microseconds()
+                    .unwrap_or(0);
+                self.metrics.commit_to_publish.observe(age as f64 / 1e6);
+            }
+            tracing::debug!(elapsed = ?started.elapsed(), "published");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_two_seconds() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(1600));
+        assert_eq!(backoff(5), Duration::from_secs(2));
+        assert_eq!(backoff(1000), Duration::from_secs(2));
+        assert_eq!(backoff(-3), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn client_errors_are_permanent_and_outages_are_not() {
+        let http = |status| RealtimeError::Http {
+            status,
+            body: String::new(),
+        };
+        assert!(is_permanent(&http(400)));
+        assert!(is_permanent(&http(413)));
+        assert!(!is_permanent(&http(401)));
+        assert!(!is_permanent(&http(429)));
+        assert!(!is_permanent(&http(503)));
+        assert!(!is_permanent(&RealtimeError::Timeout(Duration::from_secs(
+            1
+        ))));
+    }
+}

@@ -1,0 +1,3 @@
+//! `/api/auth/…`
+pub mod login;
+pub mod logout;

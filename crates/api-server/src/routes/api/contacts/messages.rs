@@ -1,0 +1,57 @@
+//! `GET /api/contacts/{id}/messages?limit=&before=` → `{messages:[…]}`: the
+//! newest `limit` (default 50, at most 100) messages older than message
+//! `before` (or the newest of all), oldest first.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::AppError;
+use crate::models::contact::Contact;
+use crate::models::message::{Message, MessageView};
+use crate::models::parse_id;
+use crate::routes::api::path_id;
+
+/// Paging parameters.
+#[derive(Deserialize)]
+pub struct Page {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// Handles the request.
+pub async fn handler(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    id: web::Path<String>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, AppError> {
+    let id = path_id(&id, "contact")?;
+    let limit = match page.limit.as_deref() {
+        None | Some("") => 50,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                AppError::bad_request("invalid_limit", "limit must be a number from 1 to 100")
+            })?,
+    };
+    let before = match page.before.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(parse_id(raw).ok_or_else(|| {
+            AppError::bad_request("invalid_before", "before must be a message id")
+        })?),
+    };
+    let team_id = auth.team_id();
+    let messages = state
+        .db(move |conn| {
+            Contact::find_in_team(conn, team_id, id)?.ok_or(AppError::NotFound("contact"))?;
+            Ok(Message::page(conn, id, before, limit)?)
+        })
+        .await?;
+    let messages: Vec<MessageView> = messages.iter().map(MessageView::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+}

@@ -1,0 +1,7 @@
+//! `/api/contacts/…`
+pub mod create;
+pub mod list;
+pub mod messages;
+pub mod notes;
+pub mod show;
+pub mod viewers;

@@ -1,0 +1,69 @@
+//! `GET /api/contacts/{id}/viewers` → `{users:[{id,name}]}` on
+//! `presence-contact-{id}`: from the embedded server's state, from Pusher's
+//! webhooks, or from Pusher's presence users query.
+
+use actix_web::{web, HttpResponse};
+use diesel::prelude::*;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::db::schema::users;
+use crate::error::AppError;
+use crate::models::contact::Contact;
+use crate::models::parse_id;
+use crate::realtime::channels::viewers_channel;
+use crate::realtime::Backend;
+use crate::routes::api::path_id;
+
+/// Handles the request.
+pub async fn handler(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path_id(&id, "contact")?;
+    let team_id = auth.team_id();
+    state
+        .db(move |conn| {
+            Contact::find_in_team(conn, team_id, id)?.ok_or(AppError::NotFound("contact"))
+        })
+        .await?;
+    let channel = viewers_channel(id);
+    let ids: Vec<String> = match &state.realtime.backend {
+        Backend::Embedded { app, .. } => app.presence_users(&channel),
+        Backend::Pusher(pusher) => {
+            let from_webhooks = state.realtime.viewers.of(id);
+            if !from_webhooks.is_empty() {
+                from_webhooks
+            } else {
+                match pusher.presence_users(&channel).await {
+                    Ok(users) => users.into_iter().map(|u| u.id).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "presence users query failed; answering from webhooks");
+                        from_webhooks
+                    }
+                }
+            }
+        }
+    };
+    let numeric: Vec<i64> = ids.iter().filter_map(|i| parse_id(i)).collect();
+    // Names come from our own users table, and only for this team: a forged
+    // presence member cannot show up as someone else.
+    let mut viewers: Vec<(i64, String)> = state
+        .db(move |conn| {
+            Ok(users::table
+                .filter(users::team_id.eq(team_id))
+                .filter(users::id.eq_any(numeric))
+                .select((users::id, users::name))
+                .order(users::name)
+                .load(conn)?)
+        })
+        .await?;
+    viewers.dedup_by_key(|(id, _)| *id);
+    let users: Vec<_> = viewers
+        .into_iter()
+        .map(|(id, name)| json!({ "id": id.to_string(), "name": name }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}

@@ -1,0 +1,3 @@
+//! `/api/messages/…`
+pub mod read;
+pub mod send;

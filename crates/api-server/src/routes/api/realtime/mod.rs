@@ -1,0 +1,2 @@
+//! `/api/realtime/…`
+pub mod config;

@@ -1,0 +1,2 @@
+//! `/api/webhooks/…`
+pub mod pusher;
