@@ -134,41 +134,50 @@ pub fn sign_request(
     timestamp: u64,
 ) -> String {
     use std::borrow::Cow;
-    use std::fmt::Write as _;
 
-    // Borrow wherever the text is already as it must be signed: this runs on
-    // every API call.
-    let mut own: Vec<(Cow<'_, str>, &str)> = params
-        .iter()
-        .map(|(k, v)| {
-            let key = if k.bytes().any(|b| b.is_ascii_uppercase()) {
-                Cow::Owned(k.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(*k)
-            };
-            (key, *v)
-        })
-        .collect();
-    let md5 = body.map(|b| body_md5(b.as_bytes()));
-    if let Some(md5) = &md5 {
-        own.push((Cow::Borrowed("body_md5"), md5));
-    }
-    let timestamp = timestamp.to_string();
-    let mut all: Vec<(&str, &str)> = Vec::with_capacity(own.len() + 3);
+    // Borrow wherever the text is already as it must be signed, and keep
+    // the digests on the stack: this runs on every API call.
+    let mut md5_hex = [0u8; 32];
+    let md5 = body.map(|b| {
+        let digest = Md5::digest(b.as_bytes());
+        // 16 bytes always fit 32 hex digits.
+        let _ = hex::encode_to_slice(digest, &mut md5_hex);
+        std::str::from_utf8(&md5_hex).unwrap_or_default()
+    });
+    let mut digits = [0u8; 20];
+    let timestamp = decimal(timestamp, &mut digits);
+    let mut all: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(params.len() + 4);
     all.extend([
-        ("auth_key", key),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", AUTH_VERSION),
+        (Cow::Borrowed("auth_key"), key),
+        (Cow::Borrowed("auth_timestamp"), timestamp),
+        (Cow::Borrowed("auth_version"), AUTH_VERSION),
     ]);
-    all.extend(own.iter().map(|(k, v)| (k.as_ref(), *v)));
-    all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    if let Some(md5) = md5 {
+        all.push((Cow::Borrowed("body_md5"), md5));
+    }
+    all.extend(params.iter().map(|(k, v)| {
+        let key = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(k.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(*k)
+        };
+        (key, *v)
+    }));
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    let mut query = String::with_capacity(160 + params.len() * 32);
+    let mut query = String::with_capacity(
+        all.iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
+            + 80,
+    );
     for (i, (k, v)) in all.iter().enumerate() {
         if i > 0 {
             query.push('&');
         }
-        let _ = write!(query, "{k}={v}");
+        query.push_str(k);
+        query.push('=');
+        query.push_str(v);
     }
     let method: Cow<'_, str> = if method.bytes().any(|b| b.is_ascii_lowercase()) {
         Cow::Owned(method.to_ascii_uppercase())
@@ -185,6 +194,20 @@ pub fn sign_request(
     query.push_str("&auth_signature=");
     query.push_str(&signature);
     query
+}
+
+/// `n` in decimal, written into `buffer` (20 digits hold any u64).
+fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
 }
 
 /// Why a server refused a signed request. The `Display` text is what Pusher
@@ -399,6 +422,14 @@ mod tests {
         let good = signer.sign_hex(&[b"x"]);
         assert!(signer.verify_hex(&[b"x"], &good));
         assert!(signer.verify_hex(&[b"x"], &good.to_uppercase()));
+    }
+
+    #[test]
+    fn timestamps_are_written_in_decimal() {
+        let mut buffer = [0u8; 20];
+        assert_eq!(decimal(0, &mut buffer), "0");
+        assert_eq!(decimal(1353088179, &mut buffer), "1353088179");
+        assert_eq!(decimal(u64::MAX, &mut buffer), "18446744073709551615");
     }
 
     #[test]
