@@ -148,7 +148,12 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// This process's user + system CPU time, from /proc (clock ticks of 10 ms).
 fn own_cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
+    cpu_time_of("self")
+}
+
+/// A process's user + system CPU time, from /proc (clock ticks of 10 ms).
+fn cpu_time_of(pid: &str) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             // Fields after the command name, which is in parentheses.
@@ -268,6 +273,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_kib = args.server_pid.and_then(rss_kib);
 
+    let server_cpu_before = args.server_pid.map(|pid| cpu_time_of(&pid.to_string()));
     let first_sent = Instant::now();
     for seq in 0..args.events {
         let data = serde_json::json!({"seq": seq, "sent_ns": now_ns()});
@@ -293,6 +299,10 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         }
     }
     let elapsed = first_sent.elapsed();
+    let server_cpu = args
+        .server_pid
+        .zip(server_cpu_before)
+        .map(|(pid, before)| cpu_time_of(&pid.to_string()).saturating_sub(before));
     per_delivery.sort_unstable();
     full_fanout.sort_unstable();
     let expected = args.connections * args.events;
@@ -311,6 +321,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         "full_fanout_p50_ms": ms(percentile(&full_fanout, 50.0)),
         "full_fanout_p99_ms": ms(percentile(&full_fanout, 99.0)),
         "deliveries_per_second": per_delivery.len() as f64 / elapsed.as_secs_f64(),
+        "server_cpu_us_per_delivery": server_cpu
+            .filter(|_| !per_delivery.is_empty())
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / per_delivery.len() as f64),
         "server_rss_baseline_kib": baseline_kib,
         "server_rss_loaded_kib": loaded_kib,
         "server_kib_per_connection": match (baseline_kib, loaded_kib) {
