@@ -199,6 +199,9 @@ fn pusher_client(config: &PusherConfig) -> Result<Pusher, String> {
 
 impl Realtime {
     fn hosted(config: &PusherConfig, master_key: Option<MasterKey>) -> Result<Self, String> {
+        // Two clients: the dispatcher's runs on its own runtime, and hyper's
+        // pooled connections belong to the runtime that opened them.
+        let publisher = pusher_client(config)?;
         let pusher = pusher_client(config)?;
         let mut credentials = config.credentials().clone();
         if let Some(key) =
@@ -230,7 +233,7 @@ impl Realtime {
             }
         };
         Ok(Realtime {
-            publisher: Arc::new(pusher.clone()),
+            publisher: Arc::new(publisher),
             webhooks: WebhookVerifier::from_credentials(&credentials),
             backend: Backend::Pusher(pusher),
             credentials,
