@@ -64,6 +64,8 @@ pub async fn handler(
                 return Err(AppError::InvalidCredentials);
             };
             let now = crate::models::now();
+            // Expired sessions are swept here, the one place sessions are made.
+            Session::delete_expired(conn, now)?;
             Session::create(
                 conn,
                 &NewSession {
