@@ -12,21 +12,23 @@ const path = require('node:path');
 // tests/compat/lib -> repository root
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 
-/** Where the binary is: $REALTIME_SERVER_BIN, then the usual cargo target dirs. */
-function findBinary() {
-  const explicit = process.env.REALTIME_SERVER_BIN;
+/**
+ * Where a workspace binary is: the file named by `envVar`, then <repo>/target/debug,
+ * then $CARGO_TARGET_DIR/debug.
+ */
+function findBinary(name = 'realtime-server', envVar = 'REALTIME_SERVER_BIN') {
+  const explicit = process.env[envVar];
   if (explicit) {
     try {
       fs.accessSync(explicit, fs.constants.X_OK);
       return explicit;
     } catch {
-      throw new Error(`REALTIME_SERVER_BIN=${explicit} is not an executable file; build it with \`cargo build -p realtime-server\`.`);
+      throw new Error(`${envVar}=${explicit} is not an executable file; build it with \`cargo build -p ${name}\`.`);
     }
   }
-  const candidates = [];
-  candidates.push(path.join(REPO_ROOT, 'target', 'debug', 'realtime-server'));
+  const candidates = [path.join(REPO_ROOT, 'target', 'debug', name)];
   if (process.env.CARGO_TARGET_DIR) {
-    candidates.push(path.resolve(process.env.CARGO_TARGET_DIR, 'debug', 'realtime-server'));
+    candidates.push(path.resolve(process.env.CARGO_TARGET_DIR, 'debug', name));
   }
   for (const candidate of candidates) {
     try {
@@ -37,8 +39,8 @@ function findBinary() {
     }
   }
   throw new Error(
-    'realtime-server binary not found (tried ' + candidates.join(', ') + '). Build it with ' +
-      '`cargo build -p realtime-server` or set REALTIME_SERVER_BIN.'
+    `${name} binary not found (tried ${candidates.join(', ')}). Build it with ` +
+      `\`cargo build -p ${name}\` or set ${envVar}.`
   );
 }
 
