@@ -17,3 +17,4 @@ pub mod models;
 pub mod phone;
 pub mod realtime;
 pub mod routes;
+pub mod twilio;

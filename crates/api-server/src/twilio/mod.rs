@@ -1,0 +1,5 @@
+//! Twilio: the webhook signature, the REST client for outbound messages, and
+//! the order of message statuses.
+
+pub mod signature;
+pub mod status;
