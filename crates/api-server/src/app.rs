@@ -14,6 +14,7 @@ use crate::models::outbox::OutboxRow;
 use crate::realtime::dispatcher::Dispatcher;
 use crate::realtime::Realtime;
 use crate::routes::api;
+use crate::twilio::client::TwilioClient;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Login attempts.
     pub login_limiter: RateLimiter,
+    /// Twilio's Messages API, when credentials are configured.
+    pub twilio: Option<TwilioClient>,
     /// Metrics.
     pub metrics: AppMetrics,
 }
@@ -224,12 +227,16 @@ pub fn build(config: Config) -> Result<Running, String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let state = web::Data::new(AppState {
-        config,
         pool,
         realtime,
         dispatcher,
         login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
+        twilio: config
+            .twilio
+            .clone()
+            .map(|t| TwilioClient::new(t, &config.twilio_api_base, &config.public_url)),
         metrics,
+        config,
     });
     // Events left from a previous run go out now.
     state.dispatcher.wake();

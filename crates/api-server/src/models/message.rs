@@ -15,6 +15,10 @@ pub const OUTBOUND: &str = "outbound";
 /// The status of an outbound message that was stored but not handed to
 /// Twilio, because no Twilio credentials are configured.
 pub const STATUS_NOT_SENT: &str = "not_sent";
+/// An outbound message waiting to be handed to Twilio.
+pub const STATUS_QUEUED: &str = "queued";
+/// An inbound message.
+pub const STATUS_RECEIVED: &str = "received";
 
 /// A message row.
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -150,6 +154,41 @@ impl Message {
             .set((messages::read_at.eq(at), messages::read_by.eq(user_id)))
             .execute(conn)?;
         Ok(changed > 0)
+    }
+
+    /// The message Twilio knows by this SID.
+    pub fn by_twilio_sid(conn: &mut DbConnection, sid: &str) -> QueryResult<Option<Message>> {
+        messages::table
+            .filter(messages::twilio_sid.eq(sid))
+            .select(Message::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Records what Twilio said of a message: its SID (once), its status and
+    /// error code.
+    pub fn set_delivery(
+        conn: &mut DbConnection,
+        id: i64,
+        twilio_sid: Option<&str>,
+        status: &str,
+        error_code: Option<&str>,
+    ) -> QueryResult<usize> {
+        match twilio_sid {
+            Some(sid) => diesel::update(messages::table.find(id))
+                .set((
+                    messages::twilio_sid.eq(sid),
+                    messages::status.eq(status),
+                    messages::error_code.eq(error_code),
+                ))
+                .execute(conn),
+            None => diesel::update(messages::table.find(id))
+                .set((
+                    messages::status.eq(status),
+                    messages::error_code.eq(error_code),
+                ))
+                .execute(conn),
+        }
     }
 
     /// Reloads a message.

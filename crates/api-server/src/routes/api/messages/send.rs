@@ -13,7 +13,9 @@ use crate::db::write_transaction;
 use crate::error::AppError;
 use crate::models::contact::Contact;
 use crate::models::idempotency::{self, NewIdempotencyKey};
-use crate::models::message::{Message, MessageView, NewMessage, OUTBOUND, STATUS_NOT_SENT};
+use crate::models::message::{
+    Message, MessageView, NewMessage, OUTBOUND, STATUS_NOT_SENT, STATUS_QUEUED,
+};
 use crate::models::parse_id;
 use crate::realtime::{notify_contact, ContactEvent};
 use crate::routes::api::contacts::notes::socket_id;
@@ -61,11 +63,10 @@ pub async fn handler(
     }
     let (team_id, user_id) = (auth.team_id(), auth.user.id);
     let socket = socket_id(&req);
-    // Until an SMS provider sends it, the message says plainly it was not sent.
-    let error_code = if state.config.twilio.is_some() {
-        "twilio_sending_unavailable"
-    } else {
-        "twilio_not_configured"
+    // Without Twilio nothing pretends to send: the message says so.
+    let (status, error_code) = match state.twilio {
+        Some(_) => (STATUS_QUEUED, None),
+        None => (STATUS_NOT_SENT, Some("twilio_not_configured")),
     };
     let (message, created) = state
         .db(move |conn| {
@@ -86,8 +87,8 @@ pub async fn handler(
                         direction: OUTBOUND,
                         body: &body,
                         media: "[]".into(),
-                        status: STATUS_NOT_SENT,
-                        error_code: Some(error_code),
+                        status,
+                        error_code,
                         twilio_sid: None,
                         sent_by: Some(user_id),
                         created_at: now,
@@ -126,6 +127,10 @@ pub async fn handler(
         .await?;
     if created {
         state.dispatcher.wake();
+        if state.twilio.is_some() {
+            // Off the request path: the answer does not wait for Twilio.
+            actix_web::rt::spawn(crate::twilio::delivery::deliver(state.clone(), message.id));
+        }
     }
     Ok(HttpResponse::Created().json(json!({ "message": MessageView::from(&message) })))
 }
