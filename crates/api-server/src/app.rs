@@ -102,6 +102,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(api::webhooks::pusher::handler),
             )
             .route(
+                "/webhooks/twilio",
+                web::post().to(api::webhooks::twilio::handler),
+            )
+            .route(
+                "/webhooks/twilio/status",
+                web::post().to(api::webhooks::twilio_status::handler),
+            )
+            .route(
                 "/realtime/config",
                 web::get().to(api::realtime::config::handler),
             )
