@@ -224,16 +224,20 @@ pub struct Running {
 }
 
 /// Migrates, builds the state, starts the dispatcher and binds the port.
-pub fn build(config: Config) -> Result<Running, String> {
+pub fn build(mut config: Config) -> Result<Running, String> {
     crate::db::migrate(&config.database_url).map_err(|e| e.to_string())?;
     let pool = crate::db::pool(&config.database_url).map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    if !config.public_url_given {
+        // With PORT=0 the port is known only now; clients must get the real one.
+        config.public_url = format!("http://{}:{port}", config.host);
+    }
     let realtime = Realtime::start(&config, &pool)?;
     let metrics = AppMetrics::new();
     let dispatcher = Dispatcher::start(pool.clone(), realtime.publisher.clone(), metrics.clone())
         .map_err(|e| format!("cannot start the outbox dispatcher: {e}"))?;
-    let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let state = web::Data::new(AppState {
         pool,
         realtime,

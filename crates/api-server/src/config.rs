@@ -32,6 +32,8 @@ pub struct Config {
     pub database_url: String,
     /// `PUBLIC_URL`, without a trailing slash.
     pub public_url: String,
+    /// Whether `PUBLIC_URL` was given (else it follows `HOST` and the bound port).
+    pub public_url_given: bool,
     /// Hosted, self-hosted or embedded realtime.
     pub realtime: RealtimeMode,
     /// `PUSHER_ENCRYPTION_MASTER_KEY_BASE64`, for the embedded mode too.
@@ -71,6 +73,7 @@ impl Config {
             None => 3000,
         };
         let database_url = get("DATABASE_URL").unwrap_or_else(|| "data/app.db".into());
+        let public_url_given = get("PUBLIC_URL").is_some();
         let public_url = get("PUBLIC_URL")
             .unwrap_or_else(|| format!("http://{host}:{port}"))
             .trim_end_matches('/')
@@ -100,6 +103,7 @@ impl Config {
             port,
             database_url,
             public_url,
+            public_url_given,
             realtime,
             encryption_master_key_base64: get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64"),
             twilio,

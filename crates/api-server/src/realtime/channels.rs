@@ -11,12 +11,18 @@ pub enum InboxChannel {
     ContactViewers(i64),
     /// `private-user-{id}`: one user's contact list updates.
     User(i64),
+    /// `private-encrypted-contact-{id}`: a contact's events, end-to-end
+    /// encrypted (when an encryption master key is configured).
+    EncryptedContactEvents(i64),
 }
 
 impl InboxChannel {
     /// Reads a channel name; anything else is not a channel of the inbox.
     pub fn parse(name: &str) -> Option<Self> {
         let id = |rest: &str| rest.parse::<i64>().ok().filter(|id| *id > 0);
+        if let Some(rest) = name.strip_prefix("private-encrypted-contact-") {
+            return id(rest).map(InboxChannel::EncryptedContactEvents);
+        }
         if let Some(rest) = name.strip_prefix("private-contact-") {
             return id(rest).map(InboxChannel::ContactEvents);
         }
@@ -68,7 +74,7 @@ mod tests {
             "private-contact-0",
             "private-contact--1",
             "private-contact-1x",
-            "private-encrypted-contact-1",
+            "private-encrypted-contact-x",
             "presence-user-1",
             "contact-1",
             "private-user-99999999999999999999",

@@ -85,6 +85,20 @@ pub fn notify_contact(
 ) -> QueryResult<()> {
     let now = crate::models::now();
     let socket_id = socket_id.filter(|s| realtime_core::SocketId::parse(*s).is_ok());
+    // Changes of one contact take turns: on PostgreSQL two transactions would
+    // otherwise each compute the summary (unread count) without the other's
+    // change, and both publish a stale one. SQLite's writer lock already
+    // serialises them.
+    if let DbConnection::Postgresql(pg) = conn {
+        use diesel::prelude::*;
+        crate::db::schema::contacts::table
+            .find(contact.id)
+            .select(crate::db::schema::contacts::id)
+            // NO KEY UPDATE, not UPDATE: it must not wait for the key-share
+            // locks that concurrent message inserts take on the contact.
+            .for_no_key_update()
+            .first::<i64>(pg)?;
+    }
     OutboxRow::insert(
         conn,
         &NewOutboxRow {

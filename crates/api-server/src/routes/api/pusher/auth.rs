@@ -28,7 +28,11 @@ pub async fn handler(
     let team_id = auth.team_id();
     let allowed = match InboxChannel::parse(&channel) {
         Some(InboxChannel::User(id)) => id == auth.user.id,
-        Some(InboxChannel::ContactEvents(id) | InboxChannel::ContactViewers(id)) => {
+        Some(
+            InboxChannel::ContactEvents(id)
+            | InboxChannel::ContactViewers(id)
+            | InboxChannel::EncryptedContactEvents(id),
+        ) => {
             state
                 .db(move |conn| Ok(Contact::find_in_team(conn, team_id, id)?.is_some()))
                 .await?
@@ -39,6 +43,15 @@ pub async fn handler(
         return Err(refused());
     }
     let credentials = &state.realtime.credentials;
+    if matches!(
+        InboxChannel::parse(&channel),
+        Some(InboxChannel::EncryptedContactEvents(_))
+    ) && credentials.encryption_master_key().is_none()
+    {
+        return Err(AppError::Forbidden(
+            "encrypted channels need PUSHER_ENCRYPTION_MASTER_KEY_BASE64".into(),
+        ));
+    }
     let answer = match InboxChannel::parse(&channel) {
         Some(InboxChannel::ContactViewers(_)) => {
             let info = json!({ "name": auth.user.name });

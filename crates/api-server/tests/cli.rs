@@ -1,0 +1,292 @@
+//! The `api-server` command line, run as the built binary: what it prints
+//! on stdout (ids alone), what it says on stderr, and its exit status.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Backend, FakePusher, TestDb};
+
+backend_tests!(
+    team_create_prints_only_the_new_id,
+    team_create_refuses_a_bad_phone_number_in_words,
+    user_create_prints_the_id_and_refuses_a_duplicate_email,
+    user_create_refuses_an_unknown_team,
+    demo_loads_once_and_then_declines_politely,
+    migrate_exits_0_and_is_idempotent,
+    doctor_is_happy_in_embedded_mode,
+    doctor_checks_pusher_credentials_with_a_signed_call,
+    doctor_says_when_the_realtime_service_is_unreachable,
+);
+
+/// Runs `api-server args…` with only `vars` in its environment, away from
+/// any `.env`.
+fn run(db: &TestDb, args: &[&str], vars: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_api-server"));
+    command
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command succeeded and printed one id alone; answers it.
+fn printed_id(output: &Output) -> i64 {
+    assert!(
+        output.status.success(),
+        "exit {:?}; stderr: {}",
+        output.status,
+        stderr(output)
+    );
+    let out = stdout(output);
+    assert!(
+        out.ends_with('\n') && out.lines().count() == 1,
+        "one line on stdout: {out:?}"
+    );
+    let id = out.trim_end_matches('\n');
+    assert!(
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()),
+        "only an id on stdout: {out:?}"
+    );
+    id.parse().unwrap()
+}
+
+fn assert_failed_politely(output: &Output, words: &str) {
+    assert!(!output.status.success(), "it must fail");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+    assert!(
+        stdout(output).is_empty(),
+        "nothing on stdout: {}",
+        stdout(output)
+    );
+    let err = stderr(output);
+    assert!(err.contains(words), "stderr says {words:?}: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+}
+
+fn team(db: &TestDb, phone: &str) -> i64 {
+    printed_id(&run(
+        db,
+        &[
+            "team",
+            "create",
+            "--name",
+            "Support",
+            "--phone-number",
+            phone,
+        ],
+        &[],
+    ))
+}
+
+async fn team_create_prints_only_the_new_id(backend: Backend) {
+    let db = TestDb::new(backend);
+    let first = team(&db, "+14155550100");
+    let second = team(&db, "+14155550101");
+    assert!(first > 0);
+    assert_ne!(first, second);
+    // The id is the team's: a user can be created in it.
+    let user = run(
+        &db,
+        &[
+            "user",
+            "create",
+            "--team",
+            &first.to_string(),
+            "--email",
+            "a@example.com",
+            "--name",
+            "A",
+            "--password",
+            "password123",
+        ],
+        &[],
+    );
+    printed_id(&user);
+}
+
+async fn team_create_refuses_a_bad_phone_number_in_words(backend: Backend) {
+    let db = TestDb::new(backend);
+    let bad = run(
+        &db,
+        &["team", "create", "--name", "X", "--phone-number", "12345"],
+        &[],
+    );
+    assert_failed_politely(&bad, "is not a valid phone number");
+    team(&db, "+14155550100");
+    let taken = run(
+        &db,
+        &[
+            "team",
+            "create",
+            "--name",
+            "Y",
+            "--phone-number",
+            "(415) 555-0100",
+        ],
+        &[],
+    );
+    assert_failed_politely(&taken, "already has the number +14155550100");
+}
+
+fn user_create(db: &TestDb, team: i64, email: &str) -> Output {
+    run(
+        db,
+        &[
+            "user",
+            "create",
+            "--team",
+            &team.to_string(),
+            "--email",
+            email,
+            "--name",
+            "Agent Smith",
+            "--password",
+            "password123",
+        ],
+        &[],
+    )
+}
+
+async fn user_create_prints_the_id_and_refuses_a_duplicate_email(backend: Backend) {
+    let db = TestDb::new(backend);
+    let team = team(&db, "+14155550100");
+    let id = printed_id(&user_create(&db, team, "agent@example.com"));
+    assert!(id > 0);
+    let again = user_create(&db, team, "Agent@Example.com");
+    assert_failed_politely(
+        &again,
+        "a user with the email agent@example.com already exists",
+    );
+    let other = printed_id(&user_create(&db, team, "other@example.com"));
+    assert_ne!(other, id);
+}
+
+async fn user_create_refuses_an_unknown_team(backend: Backend) {
+    let db = TestDb::new(backend);
+    team(&db, "+14155550100");
+    assert_failed_politely(
+        &user_create(&db, 999, "x@example.com"),
+        "there is no team 999",
+    );
+    let not_an_id = run(
+        &db,
+        &[
+            "user",
+            "create",
+            "--team",
+            "abc",
+            "--email",
+            "x@example.com",
+            "--name",
+            "X",
+            "--password",
+            "password123",
+        ],
+        &[],
+    );
+    assert_failed_politely(&not_an_id, "is not a team id");
+}
+
+async fn demo_loads_once_and_then_declines_politely(backend: Backend) {
+    let db = TestDb::new(backend);
+    let first = run(&db, &["demo"], &[]);
+    let team = printed_id(&first);
+    assert!(team > 0);
+    let told = stderr(&first);
+    assert!(
+        told.contains("alice@example.com") && told.contains("password123"),
+        "it says how to log in: {told}"
+    );
+    let second = run(&db, &["demo"], &[]);
+    assert_failed_politely(&second, "already loaded");
+    // The demo's users are there, once.
+    let mut conn = db.connect();
+    assert_eq!(api_server::models::user::User::count(&mut conn).unwrap(), 2);
+}
+
+async fn migrate_exits_0_and_is_idempotent(backend: Backend) {
+    let db = TestDb::new(backend);
+    let first = run(&db, &["migrate"], &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).is_empty());
+    assert!(
+        stderr(&first).contains("1 migration(s) applied"),
+        "{}",
+        stderr(&first)
+    );
+    let second = run(&db, &["migrate"], &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("0 migration(s) applied"),
+        "{}",
+        stderr(&second)
+    );
+}
+
+async fn doctor_is_happy_in_embedded_mode(backend: Backend) {
+    let db = TestDb::new(backend);
+    let output = run(&db, &["doctor"], &[]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("embedded"), "{err}");
+    assert!(
+        err.contains("no user yet"),
+        "it tells a newcomer what to do: {err}"
+    );
+    assert!(!err.contains("FAIL"), "{err}");
+}
+
+fn pusher_vars(fake: &FakePusher, secret: &str, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("PUSHER_APP_ID", fake.app_id.clone()),
+        ("PUSHER_KEY", fake.key.clone()),
+        ("PUSHER_SECRET", secret.to_owned()),
+        ("PUSHER_HOST", "127.0.0.1".to_owned()),
+        ("PUSHER_PORT", port.to_string()),
+        ("PUSHER_SCHEME", "http".to_owned()),
+    ]
+}
+
+async fn doctor_checks_pusher_credentials_with_a_signed_call(backend: Backend) {
+    let fake = FakePusher::start().await;
+    let port = fake.server.address().port();
+    let db = TestDb::new(backend);
+    let good = run(&db, &["doctor"], &pusher_vars(&fake, &fake.secret, port));
+    let err = stderr(&good);
+    assert!(good.status.success(), "{err}");
+    assert!(err.contains("accepted a signed request"), "{err}");
+    fake.assert_all_signed();
+    let bad = run(&db, &["doctor"], &pusher_vars(&fake, "wrong-secret", port));
+    let err = stderr(&bad);
+    assert!(!bad.status.success(), "{err}");
+    assert!(err.contains("check PUSHER_KEY and PUSHER_SECRET"), "{err}");
+}
+
+async fn doctor_says_when_the_realtime_service_is_unreachable(backend: Backend) {
+    let fake = FakePusher::start().await;
+    let db = TestDb::new(backend);
+    let output = run(
+        &db,
+        &["doctor"],
+        &pusher_vars(&fake, &fake.secret, common::free_port()),
+    );
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("could not be reached"), "{err}");
+    assert!(err.contains("ok   database"), "the database is fine: {err}");
+}
