@@ -75,8 +75,15 @@ class ApiServer {
     this._config = null;
   }
 
-  /** Starts one api-server (demo data + a second team) and waits for /api/health. */
-  static async start() {
+  /**
+   * Starts one api-server (demo data + a second team) and waits for /api/health.
+   * Options:
+   *  env: extra environment variables for the serving process (not the setup CLI
+   *       commands), either an object or ({ port, base }) => object, called once
+   *       the port is chosen (e.g. PUBLIC_URL = base). They are applied after the
+   *       inherited environment was cleaned, so TWILIO_* / PUBLIC_URL given here stay.
+   */
+  static async start({ env: extraEnv } = {}) {
     const bin = findApiServerBinary();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'api-server-compat-'));
     const databaseUrl = path.join(dir, 'inbox.sqlite');
@@ -100,7 +107,9 @@ class ApiServer {
       let lastError;
       for (let attempt = 0; attempt < 5; attempt++) {
         const port = await freePort();
-        const env = { ...baseEnv, HOST: '127.0.0.1', PORT: String(port) };
+        const base = `http://127.0.0.1:${port}`;
+        const extra = typeof extraEnv === 'function' ? extraEnv({ port, base }) : extraEnv;
+        const env = { ...baseEnv, HOST: '127.0.0.1', PORT: String(port), ...(extra || {}) };
         const proc = spawn(bin, [], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
         let output = '';
         const keep = (chunk) => {
@@ -116,7 +125,6 @@ class ApiServer {
             resolve(exitInfo);
           });
         });
-        const base = `http://127.0.0.1:${port}`;
         const deadline = Date.now() + 15000;
         let up = false;
         while (Date.now() < deadline && !exitInfo) {
@@ -138,6 +146,7 @@ class ApiServer {
             databaseUrl,
             port,
             base,
+            env,
             proc,
             exited,
             logs: () => output,

@@ -106,6 +106,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    early_statuses (twilio_sid) {
+        twilio_sid -> Text,
+        status -> Text,
+        error_code -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> teams (team_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(contacts -> teams (team_id));
@@ -122,4 +131,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     idempotency_keys,
     realtime_apps,
+    early_statuses,
 );

@@ -3,6 +3,7 @@
 //! never the row).
 
 pub mod contact;
+pub mod early_status;
 pub mod idempotency;
 pub mod message;
 pub mod note;

@@ -7,6 +7,7 @@ use crate::app::AppState;
 use crate::db::write_transaction;
 use crate::error::AppError;
 use crate::models::contact::Contact;
+use crate::models::early_status::EarlyStatus;
 use crate::models::message::Message;
 use crate::models::team::Team;
 use crate::realtime::{notify_contact, ContactEvent};
@@ -55,12 +56,22 @@ async fn try_deliver(state: &web::Data<AppState>, message_id: i64) -> Result<(),
         .db(move |conn| {
             write_transaction(conn, |conn| {
                 let current = Message::reload(conn, message_id)?;
-                // A status callback may already have moved it further.
-                let status = if may_move(&current.status, &status) {
+                // A status callback may already have moved it further, or
+                // have come before this answer and been kept.
+                let early = match sid.as_deref() {
+                    Some(sid) => EarlyStatus::take(conn, sid)?,
+                    None => None,
+                };
+                let mut status = if may_move(&current.status, &status) {
                     status
                 } else {
                     current.status.clone()
                 };
+                let mut error_code = error_code.clone();
+                if let Some(early) = early.filter(|e| may_move(&status, &e.status)) {
+                    status = early.status;
+                    error_code = early.error_code.or(error_code);
+                }
                 Message::set_delivery(
                     conn,
                     message_id,

@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::db::write_transaction;
 use crate::error::AppError;
 use crate::models::contact::Contact;
+use crate::models::early_status::EarlyStatus;
 use crate::models::message::Message;
 use crate::realtime::{notify_contact, ContactEvent};
 use crate::routes::api::webhooks::{field, twilio_form};
@@ -41,7 +42,9 @@ pub async fn handler(
         .db(move |conn| {
             write_transaction(conn, |conn| {
                 let Some(message) = Message::by_twilio_sid(conn, &sid)? else {
-                    tracing::info!(%sid, "status callback for a message we do not know");
+                    // Twilio may call back before its answer to our send gave
+                    // us the SID: keep the status until the SID is stored.
+                    EarlyStatus::keep(conn, &sid, &status, error_code.as_deref())?;
                     return Ok(false);
                 };
                 if !may_move(&message.status, &status) {
