@@ -188,6 +188,14 @@ where
     if !matches!(conn, DbConnection::Sqlite(_)) {
         return conn.transaction(f);
     }
+    sqlite_immediate(conn, f)
+}
+
+fn sqlite_immediate<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     // The multi connection shares the inner connection's transaction state,
     // so `f` sees an open transaction (nested ones become savepoints).
     if let DbConnection::Sqlite(inner) = conn {

@@ -215,24 +215,27 @@ impl Worker {
             // commits, so another instance never publishes them too.
             DbConnection::Postgresql(_) => write_transaction(&mut conn, |conn| {
                 let rows = OutboxRow::claim(conn, now, ROUND_SIZE)?;
-                self.publish_and_settle(conn, rows)
+                let (round, done, retry) = self.publish_rows(rows);
+                settle(conn, &done, &retry)?;
+                Ok(round)
             }),
             // SQLite: one writer for the whole database, so the lock is not
-            // held while publishing (requests keep writing meanwhile).
+            // held while publishing (requests keep writing meanwhile); only
+            // the short settling of the round takes it.
             DbConnection::Sqlite(_) => {
                 let rows = OutboxRow::claim(&mut conn, now, ROUND_SIZE)?;
-                self.publish_and_settle(&mut conn, rows)
+                let (round, done, retry) = self.publish_rows(rows);
+                write_transaction(&mut conn, |conn| settle(conn, &done, &retry))?;
+                Ok(round)
             }
         }
     }
 
-    fn publish_and_settle(
-        &self,
-        conn: &mut DbConnection,
-        rows: Vec<OutboxRow>,
-    ) -> Result<Round, crate::error::AppError> {
+    /// Publishes claimed rows in order; answers what the round did, the rows
+    /// to delete, and the rows to retry (with their attempts so far).
+    fn publish_rows(&self, rows: Vec<OutboxRow>) -> (Round, Vec<i64>, Vec<(i64, i32)>) {
         if rows.is_empty() {
-            return Ok(Round::Idle);
+            return (Round::Idle, Vec::new(), Vec::new());
         }
         let mut done: Vec<i64> = Vec::new();
         let mut retry: Vec<(i64, i32)> = Vec::new();
@@ -271,17 +274,12 @@ impl Worker {
                 }
             }
         }
-        OutboxRow::delete(conn, &done)?;
-        let now = crate::models::now();
-        for (id, attempts) in &retry {
-            let at = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_default();
-            OutboxRow::reschedule(conn, &[*id], at)?;
-        }
-        Ok(if failed {
+        let round = if failed {
             Round::Failed
         } else {
             Round::Progress
-        })
+        };
+        (round, done, retry)
     }
 
     fn publish(&self, group: &Group) -> Result<(), RealtimeError> {
@@ -316,6 +314,21 @@ impl Worker {
         }
         result
     }
+}
+
+/// Deletes published rows and puts failed ones back with their backoff.
+fn settle(
+    conn: &mut DbConnection,
+    done: &[i64],
+    retry: &[(i64, i32)],
+) -> Result<(), crate::error::AppError> {
+    OutboxRow::delete(conn, done)?;
+    let now = crate::models::now();
+    for (id, attempts) in retry {
+        let at = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_default();
+        OutboxRow::reschedule(conn, &[*id], at)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
