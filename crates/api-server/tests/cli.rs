@@ -225,7 +225,8 @@ async fn migrate_exits_0_and_is_idempotent(backend: Backend) {
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).is_empty());
     assert!(
-        stderr(&first).contains("1 migration(s) applied"),
+        !stderr(&first).contains("0 migration(s) applied")
+            && stderr(&first).contains("migration(s) applied"),
         "{}",
         stderr(&first)
     );
