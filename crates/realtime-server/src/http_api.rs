@@ -237,6 +237,24 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
 }
 
+/// The query string's parameters (the last of a repeated one wins).
+fn query_map(req: &HttpRequest) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A signed request about one channel: its app and the channel's name.
+fn channel_request(
+    server: &Server,
+    req: &HttpRequest,
+    (app_id, name): (String, String),
+) -> Result<(Arc<App>, ChannelName), ApiError> {
+    let app = authenticate(server, req, &app_id, b"")?;
+    let channel = ChannelName::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((app, channel))
+}
+
 /// `POST /apps/{id}/events`
 pub async fn events(
     req: HttpRequest,
@@ -303,9 +321,7 @@ pub async fn channels(
     server: web::Data<Server>,
 ) -> ApiResult {
     let app = authenticate(&server, &req, &app_id, b"")?;
-    let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect();
+    let query = query_map(&req);
     let prefix = query
         .get("filter_by_prefix")
         .map(String::as_str)
@@ -333,12 +349,8 @@ pub async fn channel(
     path: web::Path<(String, String)>,
     server: web::Data<Server>,
 ) -> ApiResult {
-    let (app_id, name) = path.into_inner();
-    let app = authenticate(&server, &req, &app_id, b"")?;
-    let channel = ChannelName::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect();
+    let (app, channel) = channel_request(&server, &req, path.into_inner())?;
+    let query = query_map(&req);
     let info = parse_info(query.get("info").map(String::as_str))?;
     let presence = channel.kind() == ChannelKind::Presence;
     if info.iter().any(|i| i == "user_count") && !presence {
@@ -360,9 +372,7 @@ pub async fn channel_users(
     path: web::Path<(String, String)>,
     server: web::Data<Server>,
 ) -> ApiResult {
-    let (app_id, name) = path.into_inner();
-    let app = authenticate(&server, &req, &app_id, b"")?;
-    let channel = ChannelName::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (app, channel) = channel_request(&server, &req, path.into_inner())?;
     if channel.kind() != ChannelKind::Presence {
         return Err(ApiError::bad_request(
             "Users can only be retrieved for presence channels",
