@@ -3,6 +3,8 @@
 //! Pusher errors, and the delay from commit to publish.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use chrono::Datelike;
 use std::sync::Arc;
 
 use prometheus::{
@@ -139,5 +141,3 @@ impl AppMetrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 }
-
-use chrono::Datelike;

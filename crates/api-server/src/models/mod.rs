@@ -13,24 +13,14 @@ pub mod session;
 pub mod team;
 pub mod user;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 
-/// Now, in UTC, at microsecond precision (what both databases keep).
+/// Now, in UTC, at microsecond precision (what both databases keep), so a
+/// value compares equal to itself after a round trip through either.
 pub fn now() -> NaiveDateTime {
     let now = Utc::now().naive_utc();
-    now.with_nanosecond_rounded()
-}
-
-trait Micros {
-    fn with_nanosecond_rounded(self) -> Self;
-}
-
-impl Micros for NaiveDateTime {
-    fn with_nanosecond_rounded(self) -> Self {
-        use chrono::Timelike;
-        let micros = self.nanosecond() / 1_000 * 1_000;
-        self.with_nanosecond(micros).unwrap_or(self)
-    }
+    now.with_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
 }
 
 /// A stored time as RFC 3339 UTC, as the API shows times.
