@@ -3,10 +3,9 @@
 //! Pusher errors, and the delay from commit to publish.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
-use chrono::Datelike;
 use std::sync::Arc;
 
+use chrono::Datelike;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
