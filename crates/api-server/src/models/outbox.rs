@@ -82,8 +82,11 @@ impl OutboxRow {
         if contacts.is_empty() {
             return Ok(rows);
         }
+        // Only rows up to the last claimed one can stand before a claimed row.
+        let last = rows.iter().map(|r| r.id).max().unwrap_or(0);
         let queued: Vec<(i64, Option<i64>)> = outbox::table
             .filter(outbox::contact_id.eq_any(contacts.iter().copied().collect::<Vec<_>>()))
+            .filter(outbox::id.le(last))
             .order(outbox::id)
             .select((outbox::id, outbox::contact_id))
             .load(conn)?;
