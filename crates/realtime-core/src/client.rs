@@ -291,27 +291,25 @@ impl Pusher {
         let path = format!("/apps/{}/{}", credentials.app_id(), path);
         let mut attempt = 1;
         loop {
-            let outcome = self
+            let failure = match self
                 .send_once(&method, &path, params, body.as_deref())
-                .await;
-            let failure = match &outcome {
-                Ok(_) => None,
-                Err(Error::Http { status, .. }) => Some(Failure::Status(*status)),
-                Err(Error::Timeout(_) | Error::Transport(_)) => Some(Failure::Transport),
-                Err(_) => None,
+                .await
+            {
+                Ok(text) => return parse_answer(&text),
+                Err(error) => error,
             };
-            let decision = failure.map(|f| self.config().retry.decide(f, attempt));
-            match (outcome, decision) {
-                (outcome, None | Some(RetryDecision::GiveUp)) => {
-                    let text = outcome?;
-                    return parse_answer(&text);
-                }
-                (Err(error), Some(RetryDecision::RetryAfter(delay))) => {
-                    tracing::debug!(%method, %path, attempt, ?delay, %error, "retrying Pusher API request");
+            let kind = match &failure {
+                Error::Http { status, .. } => Failure::Status(*status),
+                Error::Timeout(_) | Error::Transport(_) => Failure::Transport,
+                _ => return Err(failure),
+            };
+            match self.config().retry.decide(kind, attempt) {
+                RetryDecision::GiveUp => return Err(failure),
+                RetryDecision::RetryAfter(delay) => {
+                    tracing::debug!(%method, %path, attempt, ?delay, error = %failure, "retrying Pusher API request");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                (Ok(text), Some(RetryDecision::RetryAfter(_))) => return parse_answer(&text),
             }
         }
     }
