@@ -99,6 +99,50 @@ impl Realtime {
         }
     }
 
+    fn hosted(config: &PusherConfig, master_key: Option<MasterKey>) -> Result<Self, String> {
+        // Two clients: the dispatcher's runs on its own runtime, and hyper's
+        // pooled connections belong to the runtime that opened them.
+        let publisher = pusher_client(config)?;
+        let pusher = pusher_client(config)?;
+        let mut credentials = config.credentials().clone();
+        if let Some(key) =
+            master_key.or_else(|| config.credentials().encryption_master_key().cloned())
+        {
+            credentials = credentials.with_encryption_master_key(key);
+        }
+        let cluster_host = config
+            .host()
+            .strip_prefix("api-")
+            .and_then(|h| h.strip_suffix(".pusher.com"));
+        let tls = config.scheme() == realtime_core::Scheme::Https;
+        let options = match cluster_host {
+            Some(cluster) => {
+                json!({ "key": credentials.key(), "cluster": cluster, "forceTLS": true })
+            }
+            None => {
+                let port = config.port().unwrap_or(if tls { 443 } else { 80 });
+                json!({
+                    "key": credentials.key(),
+                    "cluster": "self-hosted",
+                    "wsHost": config.host(),
+                    "wsPort": port,
+                    "wssPort": port,
+                    "forceTLS": tls,
+                    "enabledTransports": ["ws", "wss"],
+                    "disableStats": true,
+                })
+            }
+        };
+        Ok(Realtime {
+            publisher: Arc::new(publisher),
+            webhooks: WebhookVerifier::from_credentials(&credentials),
+            backend: Backend::Pusher(pusher),
+            credentials,
+            viewers: Viewers::default(),
+            client_options: merge(options, auth_endpoints()),
+        })
+    }
+
     fn embedded(
         config: &Config,
         pool: &DbPool,
@@ -195,50 +239,4 @@ fn pusher_client(config: &PusherConfig) -> Result<Pusher, String> {
     }
     let built = builder.build().map_err(|e| e.to_string())?;
     Pusher::new(built).map_err(|e| e.to_string())
-}
-
-impl Realtime {
-    fn hosted(config: &PusherConfig, master_key: Option<MasterKey>) -> Result<Self, String> {
-        // Two clients: the dispatcher's runs on its own runtime, and hyper's
-        // pooled connections belong to the runtime that opened them.
-        let publisher = pusher_client(config)?;
-        let pusher = pusher_client(config)?;
-        let mut credentials = config.credentials().clone();
-        if let Some(key) =
-            master_key.or_else(|| config.credentials().encryption_master_key().cloned())
-        {
-            credentials = credentials.with_encryption_master_key(key);
-        }
-        let cluster_host = config
-            .host()
-            .strip_prefix("api-")
-            .and_then(|h| h.strip_suffix(".pusher.com"));
-        let tls = config.scheme() == realtime_core::Scheme::Https;
-        let options = match cluster_host {
-            Some(cluster) => {
-                json!({ "key": credentials.key(), "cluster": cluster, "forceTLS": true })
-            }
-            None => {
-                let port = config.port().unwrap_or(if tls { 443 } else { 80 });
-                json!({
-                    "key": credentials.key(),
-                    "cluster": "self-hosted",
-                    "wsHost": config.host(),
-                    "wsPort": port,
-                    "wssPort": port,
-                    "forceTLS": tls,
-                    "enabledTransports": ["ws", "wss"],
-                    "disableStats": true,
-                })
-            }
-        };
-        Ok(Realtime {
-            publisher: Arc::new(publisher),
-            webhooks: WebhookVerifier::from_credentials(&credentials),
-            backend: Backend::Pusher(pusher),
-            credentials,
-            viewers: Viewers::default(),
-            client_options: merge(options, auth_endpoints()),
-        })
-    }
 }

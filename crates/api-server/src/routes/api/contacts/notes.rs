@@ -12,20 +12,12 @@ use crate::error::AppError;
 use crate::models::contact::Contact;
 use crate::models::note::{NewNote, Note, NoteView};
 use crate::realtime::{notify_contact, ContactEvent};
-use crate::routes::api::path_id;
+use crate::routes::api::{path_id, socket_id};
 
 /// The new note.
 #[derive(Deserialize)]
 pub struct CreateNote {
     body: String,
-}
-
-/// The socket to leave out of the fan-out (the sender's own page).
-pub fn socket_id(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("x-socket-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Handles the request.

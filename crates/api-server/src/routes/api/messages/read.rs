@@ -11,8 +11,7 @@ use crate::error::AppError;
 use crate::models::contact::Contact;
 use crate::models::message::{Message, MessageView};
 use crate::realtime::{notify_contact, ContactEvent};
-use crate::routes::api::contacts::notes::socket_id;
-use crate::routes::api::path_id;
+use crate::routes::api::{path_id, socket_id};
 
 /// Handles the request.
 pub async fn handler(

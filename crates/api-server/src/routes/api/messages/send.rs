@@ -18,7 +18,7 @@ use crate::models::message::{
 };
 use crate::models::parse_id;
 use crate::realtime::{notify_contact, ContactEvent};
-use crate::routes::api::contacts::notes::socket_id;
+use crate::routes::api::socket_id;
 
 /// Twilio's limit on one message's body, in characters.
 pub const MAX_BODY_CHARS: usize = 1600;
