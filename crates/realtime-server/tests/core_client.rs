@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Client, APP_ID, KEY, SECRET};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,14 +19,11 @@ use realtime_core::{
     ChannelInfo, Config, Credentials, Error, Event, MasterKey, PresenceMember, PresenceUser,
     Pusher, RetryPolicy, ValidationError,
 };
-use realtime_server::connection::{Connection, Control};
-use realtime_server::registry::{Outbound, OutboxReceiver};
+use realtime_server::connection::Control;
+use realtime_server::registry::Outbound;
 use realtime_server::{App, AppConfig, Server};
 use serde_json::{json, Value};
 
-const APP_ID: &str = "1";
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
 const MASTER_KEY: &str = "a7QyXV8eYrtJBehbuix68XCPO6+LrpnNNReWOkaXW7A=";
 
 /// A realtime-server listening on 127.0.0.1 at a port of the system's choice.
@@ -81,45 +82,7 @@ impl Running {
     }
 }
 
-/// A connection registered with the served app, driven without a socket.
-struct Client {
-    connection: Connection,
-    outbox: OutboxReceiver,
-    socket_id: String,
-}
-
 impl Client {
-    fn new(app: &Arc<App>) -> Self {
-        let (socket_id, outbox) = app.connect().expect("connection accepted");
-        Client {
-            connection: Connection::new(app.clone(), socket_id.clone()),
-            outbox,
-            socket_id: socket_id.to_string(),
-        }
-    }
-
-    fn send(&mut self, frame: Value) -> Control {
-        self.connection.handle_text(&frame.to_string())
-    }
-
-    fn outbound(&mut self) -> Vec<Outbound> {
-        let mut all = Vec::new();
-        while let Ok(outbound) = self.outbox.try_recv() {
-            all.push(outbound);
-        }
-        all
-    }
-
-    fn frames(&mut self) -> Vec<Value> {
-        self.outbound()
-            .into_iter()
-            .map(|o| match o {
-                Outbound::Frame(text) => serde_json::from_str(&text).unwrap(),
-                Outbound::Close(code, reason) => panic!("unexpected close {code} {reason}"),
-            })
-            .collect()
-    }
-
     /// The events (not protocol frames) queued now.
     fn events(&mut self) -> Vec<Value> {
         self.frames()

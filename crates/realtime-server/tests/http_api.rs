@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{credentials, Client, APP_ID, KEY, SECRET};
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,18 +17,9 @@ use actix_web::http::StatusCode;
 use actix_web::{test, web};
 use realtime_core::signing::sign_request;
 use realtime_core::{Credentials, PresenceMember};
-use realtime_server::connection::Connection;
-use realtime_server::registry::{Outbound, OutboxReceiver};
+use realtime_server::registry::Outbound;
 use realtime_server::{App, AppConfig, Server};
 use serde_json::{json, Value};
-
-const APP_ID: &str = "1";
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
-
-fn credentials() -> Credentials {
-    Credentials::new(APP_ID, KEY, SECRET)
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -113,41 +108,7 @@ macro_rules! call {
     };
 }
 
-/// A connection registered with the app, driven without a socket.
-struct Client {
-    connection: Connection,
-    outbox: OutboxReceiver,
-    socket_id: String,
-}
-
 impl Client {
-    fn new(app: &Arc<App>) -> Self {
-        let (socket_id, outbox) = app.connect().expect("connection accepted");
-        Client {
-            connection: Connection::new(app.clone(), socket_id.clone()),
-            outbox,
-            socket_id: socket_id.to_string(),
-        }
-    }
-
-    fn outbound(&mut self) -> Vec<Outbound> {
-        let mut all = Vec::new();
-        while let Ok(outbound) = self.outbox.try_recv() {
-            all.push(outbound);
-        }
-        all
-    }
-
-    fn frames(&mut self) -> Vec<Value> {
-        self.outbound()
-            .into_iter()
-            .map(|o| match o {
-                Outbound::Frame(text) => serde_json::from_str(&text).unwrap(),
-                Outbound::Close(code, reason) => panic!("unexpected close {code} {reason}"),
-            })
-            .collect()
-    }
-
     /// Reads what is queued; the subscription to `channel` must have succeeded.
     fn expect_succeeded(&mut self, channel: &str) {
         let answers = self.frames();

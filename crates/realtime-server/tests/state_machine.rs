@@ -5,23 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{credentials, Client, APP_ID, KEY, SECRET};
+
 use std::sync::Arc;
 
 use realtime_core::{Credentials, MasterKey, PresenceMember};
-use realtime_server::connection::{Connection, Control};
+use realtime_server::connection::Control;
 use realtime_server::protocol;
-use realtime_server::registry::{Outbound, OutboxReceiver, OUTBOX_CAPACITY};
+use realtime_server::registry::{Outbound, OUTBOX_CAPACITY};
 use realtime_server::{App, AppConfig, Metrics};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::error::TryRecvError;
-
-const APP_ID: &str = "1";
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
-
-fn credentials() -> Credentials {
-    Credentials::new(APP_ID, KEY, SECRET)
-}
 
 fn app() -> Arc<App> {
     app_with(|_| {})
@@ -37,49 +33,9 @@ fn client_events_app() -> Arc<App> {
     app_with(|c| c.client_events = true)
 }
 
-/// One registered connection: its state machine and its outbox.
-struct Client {
-    connection: Connection,
-    outbox: OutboxReceiver,
-    socket_id: String,
-}
-
 impl Client {
-    fn new(app: &Arc<App>) -> Self {
-        let (socket_id, outbox) = app.connect().expect("the app accepts the connection");
-        Client {
-            connection: Connection::new(app.clone(), socket_id.clone()),
-            outbox,
-            socket_id: socket_id.to_string(),
-        }
-    }
-
-    fn send(&mut self, frame: Value) -> Control {
-        self.connection.handle_text(&frame.to_string())
-    }
-
     fn send_text(&mut self, text: &str) -> Control {
         self.connection.handle_text(text)
-    }
-
-    /// Everything queued for this connection now.
-    fn outbound(&mut self) -> Vec<Outbound> {
-        let mut all = Vec::new();
-        while let Ok(outbound) = self.outbox.try_recv() {
-            all.push(outbound);
-        }
-        all
-    }
-
-    /// The text frames queued now, parsed; a close would fail the test.
-    fn frames(&mut self) -> Vec<Value> {
-        self.outbound()
-            .into_iter()
-            .map(|outbound| match outbound {
-                Outbound::Frame(text) => serde_json::from_str(&text).expect("frames are JSON"),
-                Outbound::Close(code, reason) => panic!("unexpected close {code} {reason}"),
-            })
-            .collect()
     }
 
     /// The one frame queued now.
