@@ -32,6 +32,8 @@ pub struct AppState {
     pub twilio: Option<TwilioClient>,
     /// Metrics.
     pub metrics: AppMetrics,
+    /// pusher-js for the example page, when it is installed.
+    pub pusher_js: Option<web::Bytes>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -118,7 +120,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 Err::<HttpResponse, _>(AppError::NotFound("route"))
             })),
     )
-    .route("/metrics", web::get().to(metrics));
+    .route("/metrics", web::get().to(metrics))
+    .configure(crate::routes::page::routes);
 }
 
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -248,6 +251,7 @@ pub fn build(mut config: Config) -> Result<Running, String> {
             .clone()
             .map(|t| TwilioClient::new(t, &config.twilio_api_base, &config.public_url)),
         metrics,
+        pusher_js: crate::routes::page::load_pusher_js(config.pusher_js_path.as_deref()),
         config,
     });
     // Events left from a previous run go out now.

@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `migrate`, `team create`,
-//! `user create`, `demo` and `doctor`. A command that creates something
+//! `user create`, `demo`, `doctor` and `sms receive`. A command that creates something
 //! prints the new id alone on stdout; everything else goes to stderr.
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +12,7 @@ use crate::models::contact::{Contact, NewContact};
 use crate::models::team::{NewTeam, Team};
 use crate::models::user::{NewUser, User};
 use crate::phone::PhoneNumber;
+use crate::twilio::inbound::{self, InboundSms, Received};
 
 /// The inbox API server.
 #[derive(Parser, Debug)]
@@ -45,6 +46,35 @@ pub enum Command {
     Demo,
     /// Check the database, the realtime credentials and Twilio's.
     Doctor,
+    /// Play Twilio locally.
+    Sms {
+        /// The SMS command.
+        #[command(subcommand)]
+        command: SmsCommand,
+    },
+}
+
+/// `sms …`
+#[derive(Subcommand, Debug)]
+pub enum SmsCommand {
+    /// Store an inbound SMS as if Twilio had delivered it (the webhook's
+    /// code path, without its signature); a running server publishes it
+    /// within a second. Prints the new message's id.
+    Receive(SmsReceive),
+}
+
+/// `sms receive`
+#[derive(Args, Debug)]
+pub struct SmsReceive {
+    /// The sender's number; an unknown one becomes a contact.
+    #[arg(long)]
+    pub from: String,
+    /// The text.
+    #[arg(long)]
+    pub body: String,
+    /// The team's number (default: the only team's).
+    #[arg(long)]
+    pub to: Option<String>,
 }
 
 /// `team …`
@@ -239,6 +269,56 @@ pub fn demo(config: &Config) -> CliResult<i64> {
         eprintln!("  {email} / {secret}   ({name})");
     }
     Ok(team_id)
+}
+
+/// `sms receive`: stores the SMS through the inbound webhook's code path and
+/// answers the new message's id.
+pub fn sms_receive(config: &Config, args: &SmsReceive) -> CliResult<i64> {
+    let mut conn = open(config)?;
+    if PhoneNumber::parse(&args.from).is_none() {
+        return Err(format!(
+            "{:?} is not a valid phone number (E.164, e.g. +14155550111)",
+            args.from
+        ));
+    }
+    let to = match &args.to {
+        Some(to) => to.clone(),
+        None => {
+            let numbers = Team::phone_numbers(&mut conn, 2).map_err(|e| e.to_string())?;
+            match numbers.as_slice() {
+                [only] => only.clone(),
+                [] => {
+                    return Err(
+                        "there is no team yet: run `api-server demo` or `api-server team create`"
+                            .into(),
+                    )
+                }
+                _ => {
+                    return Err(
+                        "there are several teams: say which number receives it with --to".into(),
+                    )
+                }
+            }
+        }
+    };
+    let sms = InboundSms {
+        sid: format!("SM{:032x}", rand::random::<u128>()),
+        from: args.from.clone(),
+        to: to.clone(),
+        body: args.body.clone(),
+        media: Vec::new(),
+    };
+    match inbound::receive(&mut conn, &sms).map_err(|e| e.to_string())? {
+        Received::Stored(message) => {
+            eprintln!(
+                "Received from {} on {to}; a running api-server publishes it within a second.",
+                args.from
+            );
+            Ok(message.id)
+        }
+        Received::UnknownNumber => Err(format!("no team has the number {to}")),
+        Received::Duplicate => Err("this SMS was stored before".into()),
+    }
 }
 
 /// A command's failure inside a transaction (diesel's errors convert).

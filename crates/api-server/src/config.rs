@@ -42,6 +42,9 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     /// `TWILIO_API_BASE`.
     pub twilio_api_base: String,
+    /// `PUSHER_JS_PATH`: pusher-js's browser build for the example page
+    /// (default: the copy `scripts/dev` installs in `examples/inbox`).
+    pub pusher_js_path: Option<String>,
 }
 
 /// A configuration mistake, naming the variable.
@@ -111,6 +114,7 @@ impl Config {
                 .unwrap_or_else(|| "https://api.twilio.com".into())
                 .trim_end_matches('/')
                 .to_owned(),
+            pusher_js_path: get("PUSHER_JS_PATH"),
         })
     }
 

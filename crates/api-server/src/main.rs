@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use api_server::cli::{self, Cli, Command, TeamCommand, UserCommand};
+use api_server::cli::{self, Cli, Command, SmsCommand, TeamCommand, UserCommand};
 use api_server::config::Config;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -48,6 +48,9 @@ fn main() -> ExitCode {
             command: UserCommand::Create(args),
         } => printed(cli::user_create(&config, &args)),
         Command::Demo => printed(cli::demo(&config)),
+        Command::Sms {
+            command: SmsCommand::Receive(args),
+        } => printed(cli::sms_receive(&config, &args)),
         Command::Doctor => {
             let healthy = actix_web::rt::System::new().block_on(cli::doctor(&config));
             if healthy {

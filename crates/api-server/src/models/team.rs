@@ -44,4 +44,13 @@ impl Team {
             .first(conn)
             .optional()
     }
+
+    /// Every team's Twilio number, at most `limit` of them.
+    pub fn phone_numbers(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<String>> {
+        teams::table
+            .select(teams::phone_number)
+            .order(teams::id)
+            .limit(limit)
+            .load(conn)
+    }
 }

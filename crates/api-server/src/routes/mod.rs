@@ -2,3 +2,4 @@
 //! `app/api/…/route.ts`.
 
 pub mod api;
+pub mod page;

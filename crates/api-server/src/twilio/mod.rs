@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod delivery;
+pub mod inbound;
 pub mod signature;
 pub mod status;
