@@ -1,8 +1,16 @@
 # Shortcuts for the project's commands; each is also runnable without just.
 
-# Run the API server on the embedded defaults.
+# Run the API server and the example page on the embedded defaults.
 dev:
     scripts/dev
+
+# Load the demo team (alice@example.com / password123, bob@example.com).
+demo:
+    scripts/dev demo
+
+# Play an inbound SMS locally: `just sms +14155550111 "Hello"`.
+sms from body:
+    scripts/dev sms receive --from {{from}} --body {{quote(body)}}
 
 # Every test: Rust and Node.
 test:

@@ -75,12 +75,13 @@ fn serve(config: Config) -> ExitCode {
             state.config.host,
             running.port
         );
+        tracing::info!("the example inbox page: {}/", state.config.public_url);
         if state.config.twilio.is_none() {
             tracing::warn!("no TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN: outbound messages are stored with status not_sent");
         }
         let users = state.db(|conn| Ok(api_server::models::user::User::count(conn)?)).await.unwrap_or(1);
         if users == 0 {
-            tracing::warn!("the database has no user yet: run `api-server demo` for a demo team, or `api-server team create` and `api-server user create`");
+            tracing::warn!("the database has no user yet: load the demo team with `scripts/dev demo` (`api-server demo`), or create one with `api-server team create` and `api-server user create`");
         }
         let handle = running.server.handle();
         let stopper = state.clone();

@@ -6,7 +6,8 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{Backend, FakePusher, TestDb};
+use common::{eventually, spawn_hosted, Backend, FakePusher, TestDb};
+use std::time::Duration;
 
 backend_tests!(
     team_create_prints_only_the_new_id,
@@ -18,6 +19,10 @@ backend_tests!(
     doctor_is_happy_in_embedded_mode,
     doctor_checks_pusher_credentials_with_a_signed_call,
     doctor_says_when_the_realtime_service_is_unreachable,
+    sms_receive_stores_an_inbound_sms_with_its_events_and_prints_its_id,
+    sms_receive_from_a_new_number_creates_the_contact,
+    sms_receive_refuses_what_the_webhook_would_not_store,
+    sms_receive_is_published_by_a_running_server,
 );
 
 /// Runs `api-server args…` with only `vars` in its environment, away from
@@ -290,4 +295,113 @@ async fn doctor_says_when_the_realtime_service_is_unreachable(backend: Backend) 
     assert!(!output.status.success(), "{err}");
     assert!(err.contains("could not be reached"), "{err}");
     assert!(err.contains("ok   database"), "the database is fine: {err}");
+}
+
+fn sms(db: &TestDb, from: &str, body: &str, to: Option<&str>) -> Output {
+    let mut args = vec!["sms", "receive", "--from", from, "--body", body];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    run(db, &args, &[])
+}
+
+async fn sms_receive_stores_an_inbound_sms_with_its_events_and_prints_its_id(backend: Backend) {
+    use api_server::db::schema::messages;
+    use api_server::models::message::Message;
+    use api_server::models::outbox::OutboxRow;
+    use diesel::prelude::*;
+    let db = TestDb::new(backend);
+    printed_id(&run(&db, &["demo"], &[]));
+    // Written as a person would type it: it is stored in E.164 and lands on
+    // the demo contact with that number, on the only team's number.
+    let id = printed_id(&sms(&db, "(415) 555-0111", "Is my order ready?", None));
+    let mut conn = db.connect();
+    let message: Message = messages::table
+        .find(id)
+        .select(Message::as_select())
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(message.direction, "inbound");
+    assert_eq!(message.status, "received");
+    assert_eq!(message.body, "Is my order ready?");
+    let sid = message.twilio_sid.clone().unwrap();
+    assert!(
+        sid.starts_with("SM") && sid.len() == 34,
+        "a Twilio-shaped SID: {sid}"
+    );
+    let contact =
+        api_server::models::contact::Contact::by_phone(&mut conn, message.team_id, "+14155550111")
+            .unwrap()
+            .unwrap();
+    assert_eq!(contact.id, message.contact_id);
+    // message:created, and contact:updated for the team's two users, wait in the outbox.
+    let (depth, _) = OutboxRow::depth(&mut conn).unwrap();
+    assert_eq!(depth, 2, "message:created and contact:updated");
+}
+
+async fn sms_receive_from_a_new_number_creates_the_contact(backend: Backend) {
+    use api_server::models::contact::Contact;
+    let db = TestDb::new(backend);
+    let team = printed_id(&run(&db, &["demo"], &[]));
+    let mut conn = db.connect();
+    assert!(Contact::by_phone(&mut conn, team, "+14155550177")
+        .unwrap()
+        .is_none());
+    printed_id(&sms(&db, "+14155550177", "Hello?", Some("+14155550100")));
+    let contact = Contact::by_phone(&mut conn, team, "+14155550177")
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.name, "+14155550177");
+}
+
+async fn sms_receive_refuses_what_the_webhook_would_not_store(backend: Backend) {
+    let db = TestDb::new(backend);
+    assert_failed_politely(
+        &sms(&db, "+14155550111", "Hi", None),
+        "there is no team yet",
+    );
+    printed_id(&run(&db, &["demo"], &[]));
+    assert_failed_politely(
+        &sms(&db, "+14155550111", "Hi", Some("+14155550999")),
+        "no team has the number +14155550999",
+    );
+    assert_failed_politely(
+        &sms(&db, "not a number", "Hi", None),
+        "is not a valid phone number",
+    );
+    team(&db, "+14155550101");
+    assert_failed_politely(&sms(&db, "+14155550111", "Hi", None), "--to");
+    use diesel::prelude::*;
+    let mut conn = db.connect();
+    let stored: i64 = api_server::db::schema::messages::table
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(stored, 0, "nothing stored");
+}
+
+async fn sms_receive_is_published_by_a_running_server(backend: Backend) {
+    let fake = FakePusher::start().await;
+    let app = spawn_hosted(backend, &fake).await;
+    let contact = app.contact("+14155550111").await;
+    let id = printed_id(&sms(
+        &app.db,
+        "+14155550111",
+        "Played locally",
+        Some("+14155550100"),
+    ));
+    let channel = format!("private-contact-{contact}");
+    let published = eventually(Duration::from_secs(5), || {
+        fake.events().iter().any(|e| {
+            e.name == "message:created"
+                && e.channels == [channel.clone()]
+                && e.data["message"]["id"] == id.to_string()
+        })
+    })
+    .await;
+    assert!(
+        published,
+        "the running server published it: {:?}",
+        fake.events()
+    );
 }
