@@ -395,7 +395,7 @@ async fn sms_receive_is_published_by_a_running_server(backend: Backend) {
         fake.events().iter().any(|e| {
             e.name == "message:created"
                 && e.channels == [channel.clone()]
-                && e.data["message"]["id"] == id.to_string()
+                && e.data["message"]["id"] == id.as_str()
         })
     })
     .await;

@@ -199,6 +199,15 @@ class ApiServer {
     return res.body;
   }
 
+  /**
+   * Runs `api-server ARGS…` against this server's database (its environment, its
+   * directory), as an operator would next to the running server; answers the last line
+   * of stdout (the new id, for commands that create something).
+   */
+  command(...args) {
+    return cli(this.bin, args, this.env, this.dir);
+  }
+
   /** GET /api/realtime/config (cached). */
   async realtimeConfig() {
     if (!this._config) {
