@@ -389,7 +389,8 @@ async fn sms_receive_is_published_by_a_running_server(backend: Backend) {
         "+14155550111",
         "Played locally",
         Some("+14155550100"),
-    ));
+    ))
+    .to_string();
     let channel = format!("private-contact-{contact}");
     let published = eventually(Duration::from_secs(5), || {
         fake.events().iter().any(|e| {
