@@ -508,6 +508,8 @@
     if (!pusher) return;
     const contactChannel = pusher.subscribe(`private-contact-${contactId}`);
     const onMessage = (data) => {
+      // A message from someone who was typing ends their indicator.
+      if (data && data.message && data.message.sentBy) stopTyping(data.message.sentBy);
       if (data && data.message) upsertMessage(data.message);
       else loadThread(contactId).catch(() => {}); // slim event: refetch
     };

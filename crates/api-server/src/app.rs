@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server as HttpServerHandle, Service};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use tracing::Instrument;
 
 use crate::auth::rate_limit::RateLimiter;
 use crate::config::Config;
@@ -181,8 +182,9 @@ pub fn http_server(
                 let metrics = metrics.clone();
                 let span = tracing::info_span!("request", request_id = %id, %method, %path);
                 let fut = srv.call(req);
+                // Instrumented, not entered: a span entered across an await
+                // would be the current one for other requests on this thread.
                 async move {
-                    let _enter = span.enter();
                     let mut res = fut.await?;
                     let status = res.status().as_u16();
                     metrics
@@ -202,6 +204,7 @@ pub fn http_server(
                     );
                     Ok(res)
                 }
+                .instrument(span)
             })
             .configure(routes);
         if let Some(embedded) = embedded.clone() {
