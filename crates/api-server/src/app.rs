@@ -8,7 +8,8 @@ use tracing::Instrument;
 
 use crate::auth::rate_limit::RateLimiter;
 use crate::config::Config;
-use crate::db::{DbConnection, DbPool};
+use crate::db::writer::Writer;
+use crate::db::{Backend, DbConnection, DbPool};
 use crate::error::{self, AppError};
 use crate::metrics::AppMetrics;
 use crate::models::outbox::OutboxRow;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub config: Config,
     /// The database pool.
     pub pool: DbPool,
+    /// SQLite's one writer (none on PostgreSQL, where the pool writes).
+    pub writer: Option<Writer>,
     /// Realtime: publisher, credentials, viewers, pusher-js options.
     pub realtime: Realtime,
     /// Publishes the outbox.
@@ -59,6 +62,22 @@ impl AppState {
             f(&mut conn)
         })
         .await?
+    }
+
+    /// Runs diesel work that writes. On SQLite it goes to the process's one
+    /// [`Writer`], which commits it with the writes queued beside it, each in
+    /// its own savepoint; on PostgreSQL it runs like [`AppState::db`]. Either
+    /// way `f` opens a [`crate::db::write_transaction`] where its statements
+    /// must stand or fall together on both backends.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.run(f).await,
+            None => self.db(f).await,
+        }
     }
 }
 
@@ -233,6 +252,10 @@ pub struct Running {
 pub fn build(mut config: Config) -> Result<Running, String> {
     crate::db::migrate(&config.database_url).map_err(|e| e.to_string())?;
     let pool = crate::db::pool(&config.database_url).map_err(|e| e.to_string())?;
+    let writer = match Backend::of(&config.database_url) {
+        Backend::Sqlite => Some(Writer::start(&config.database_url).map_err(|e| e.to_string())?),
+        Backend::Postgres => None,
+    };
     let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -242,10 +265,16 @@ pub fn build(mut config: Config) -> Result<Running, String> {
     }
     let realtime = Realtime::start(&config, &pool)?;
     let metrics = AppMetrics::new();
-    let dispatcher = Dispatcher::start(pool.clone(), realtime.publisher.clone(), metrics.clone())
-        .map_err(|e| format!("cannot start the outbox dispatcher: {e}"))?;
+    let dispatcher = Dispatcher::start(
+        pool.clone(),
+        writer.clone(),
+        realtime.publisher.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| format!("cannot start the outbox dispatcher: {e}"))?;
     let state = web::Data::new(AppState {
         pool,
+        writer,
         realtime,
         dispatcher,
         login_limiter: RateLimiter::new(10, Duration::from_secs(300)),

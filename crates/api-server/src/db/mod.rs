@@ -2,6 +2,7 @@
 //! PostgreSQL, a connection pool, and the migrations applied at start-up.
 
 pub mod schema;
+pub mod writer;
 
 use std::time::Duration;
 
@@ -179,7 +180,8 @@ pub fn pool(url: &str) -> Result<DbPool, DbError> {
 
 /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite, so two
 /// writers queue on the lock (busy_timeout) instead of one failing at its
-/// first write; a plain transaction on PostgreSQL.
+/// first write; a plain transaction on PostgreSQL. Inside a transaction
+/// already (the [`writer::Writer`]'s group), a savepoint.
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
@@ -199,6 +201,12 @@ where
     // The multi connection shares the inner connection's transaction state,
     // so `f` sees an open transaction (nested ones become savepoints).
     if let DbConnection::Sqlite(inner) = conn {
+        let open = AnsiTransactionManager::transaction_manager_status_mut(inner)
+            .transaction_depth()?
+            .is_some();
+        if open {
+            return conn.transaction(f);
+        }
         AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
     }
     let result = f(conn);

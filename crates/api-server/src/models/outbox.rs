@@ -52,7 +52,8 @@ impl OutboxRow {
         serde_json::from_str(&self.channels).unwrap_or_default()
     }
 
-    /// Takes up to `limit` due events to publish now, oldest first. Call it
+    /// Takes up to `limit` due events to publish now, oldest first, leaving
+    /// out `settling` (published, their removal still queued). Call it
     /// inside a write transaction and publish before committing.
     ///
     /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so other
@@ -64,12 +65,13 @@ impl OutboxRow {
         conn: &mut DbConnection,
         now: NaiveDateTime,
         limit: i64,
+        settling: &HashSet<i64>,
     ) -> QueryResult<Vec<OutboxRow>> {
         let due = outbox::table
             .filter(outbox::next_attempt_at.le(now))
             .order(outbox::id)
-            .limit(limit);
-        let rows: Vec<OutboxRow> = match conn {
+            .limit(limit + settling.len() as i64);
+        let mut rows: Vec<OutboxRow> = match conn {
             DbConnection::Postgresql(pg) => due
                 .select(OutboxRow::as_select())
                 .for_update()
@@ -78,18 +80,22 @@ impl OutboxRow {
             // SQLite runs this inside BEGIN IMMEDIATE: there is one writer.
             DbConnection::Sqlite(sqlite) => due.select(OutboxRow::as_select()).load(sqlite)?,
         };
+        rows.retain(|r| !settling.contains(&r.id));
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
         let contacts: HashSet<i64> = rows.iter().filter_map(|r| r.contact_id).collect();
         if contacts.is_empty() {
             return Ok(rows);
         }
         // Only rows up to the last claimed one can stand before a claimed row.
         let last = rows.iter().map(|r| r.id).max().unwrap_or(0);
-        let queued: Vec<(i64, Option<i64>)> = outbox::table
+        let mut queued: Vec<(i64, Option<i64>)> = outbox::table
             .filter(outbox::contact_id.eq_any(contacts.iter().copied().collect::<Vec<_>>()))
             .filter(outbox::id.le(last))
             .order(outbox::id)
             .select((outbox::id, outbox::contact_id))
             .load(conn)?;
+        // Published already: as good as gone.
+        queued.retain(|(id, _)| !settling.contains(id));
         Ok(in_order_prefix(rows, &queued))
     }
 

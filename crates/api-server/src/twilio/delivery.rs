@@ -53,7 +53,7 @@ async fn try_deliver(state: &web::Data<AppState>, message_id: i64) -> Result<(),
         }
     };
     let changed = state
-        .db(move |conn| {
+        .write(move |conn| {
             write_transaction(conn, |conn| {
                 let current = Message::reload(conn, message_id)?;
                 // A status callback may already have moved it further, or

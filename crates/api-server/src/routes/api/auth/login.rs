@@ -51,6 +51,8 @@ pub async fn handler(
 
     let token = session::new_token();
     let token_hash = session::hash_token(&token);
+    // The password check (argon2, the slow part) reads only; the session is
+    // then written through the writer, which it must not hold up.
     let user = state
         .db(move |conn| {
             let user = User::by_email(conn, &email)?;
@@ -60,22 +62,25 @@ pub async fn handler(
                 .as_ref()
                 .map_or(password::dummy_hash(), |u| u.password_hash.as_str());
             let valid = password::verify(&password, stored);
-            let Some(user) = user.filter(|_| valid) else {
-                return Err(AppError::InvalidCredentials);
-            };
+            user.filter(|_| valid).ok_or(AppError::InvalidCredentials)
+        })
+        .await?;
+    let user_id = user.id;
+    state
+        .write(move |conn| {
             let now = crate::models::now();
             // Expired sessions are swept here, the one place sessions are made.
             Session::delete_expired(conn, now)?;
             Session::create(
                 conn,
                 &NewSession {
-                    user_id: user.id,
+                    user_id,
                     token_hash: &token_hash,
                     expires_at: now + session::lifetime(),
                     created_at: now,
                 },
             )?;
-            Ok(user)
+            Ok(())
         })
         .await?;
     let cookie = Cookie::build(SESSION_COOKIE, token.clone())

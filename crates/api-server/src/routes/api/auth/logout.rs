@@ -12,7 +12,7 @@ use crate::models::session::Session;
 pub async fn handler(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, AppError> {
     let token_hash = auth.token_hash.clone();
     state
-        .db(move |conn| Ok(Session::delete(conn, &token_hash)?))
+        .write(move |conn| Ok(Session::delete(conn, &token_hash)?))
         .await?;
     let mut expired = Cookie::build(SESSION_COOKIE, "")
         .path("/")

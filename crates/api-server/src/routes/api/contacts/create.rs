@@ -38,7 +38,7 @@ pub async fn handler(
     })?;
     let team_id = auth.team_id();
     let contact = state
-        .db(move |conn| {
+        .write(move |conn| {
             let now = crate::models::now();
             let created = Contact::create(
                 conn,

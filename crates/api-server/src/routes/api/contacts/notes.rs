@@ -39,7 +39,7 @@ pub async fn handler(
     let (team_id, author) = (auth.team_id(), auth.user.id);
     let socket = socket_id(&req);
     let note = state
-        .db(move |conn| {
+        .write(move |conn| {
             write_transaction(conn, |conn| {
                 let contact = Contact::find_in_team(conn, team_id, id)?
                     .ok_or(AppError::NotFound("contact"))?;

@@ -24,7 +24,7 @@ pub async fn handler(
     let (team_id, user_id) = (auth.team_id(), auth.user.id);
     let socket = socket_id(&req);
     let (message, changed) = state
-        .db(move |conn| {
+        .write(move |conn| {
             write_transaction(conn, |conn| {
                 let message = Message::find_in_team(conn, team_id, id)?
                     .ok_or(AppError::NotFound("message"))?;

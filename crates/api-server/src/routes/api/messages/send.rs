@@ -69,7 +69,7 @@ pub async fn handler(
         None => (STATUS_NOT_SENT, Some("twilio_not_configured")),
     };
     let (message, created) = state
-        .db(move |conn| {
+        .write(move |conn| {
             let attempt = write_transaction(conn, |conn| {
                 if let Some(key) = &key {
                     if let Some(existing) = idempotency::message_for(conn, user_id, key)? {

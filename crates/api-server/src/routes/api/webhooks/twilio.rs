@@ -60,7 +60,7 @@ pub async fn handler(
         media: media(&fields),
     };
     let outcome = state
-        .db(move |conn| Ok(inbound::receive(conn, &sms)?))
+        .write(move |conn| Ok(inbound::receive(conn, &sms)?))
         .await?;
     match outcome {
         Received::Stored(_) => state.dispatcher.wake(),

@@ -39,7 +39,7 @@ pub async fn handler(
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
     let changed = state
-        .db(move |conn| {
+        .write(move |conn| {
             write_transaction(conn, |conn| {
                 let Some(message) = Message::by_twilio_sid(conn, &sid)? else {
                     // Twilio may call back before its answer to our send gave
