@@ -274,6 +274,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let loaded_kib = args.server_pid.and_then(rss_kib);
 
     let server_cpu_before = args.server_pid.map(|pid| cpu_time_of(&pid.to_string()));
+    let client_cpu_before = own_cpu_time();
     let first_sent = Instant::now();
     for seq in 0..args.events {
         let data = serde_json::json!({"seq": seq, "sent_ns": now_ns()});
@@ -299,6 +300,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         }
     }
     let elapsed = first_sent.elapsed();
+    let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
     let server_cpu = args
         .server_pid
         .zip(server_cpu_before)
@@ -324,6 +326,8 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         "server_cpu_us_per_delivery": server_cpu
             .filter(|_| !per_delivery.is_empty())
             .map(|cpu| cpu.as_secs_f64() * 1e6 / per_delivery.len() as f64),
+        "client_cpu_us_per_delivery": (!per_delivery.is_empty())
+            .then(|| client_cpu.as_secs_f64() * 1e6 / per_delivery.len() as f64),
         "server_rss_baseline_kib": baseline_kib,
         "server_rss_loaded_kib": loaded_kib,
         "server_kib_per_connection": match (baseline_kib, loaded_kib) {
