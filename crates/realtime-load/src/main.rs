@@ -6,6 +6,9 @@
 //!   (p50/p99 of every delivery and of each event's full fan-out), delivered
 //!   messages per second, and the server's resident memory per idle
 //!   connection (`--server-pid`).
+//!   Subscribers are opened and subscribed with tokio-tungstenite; events are
+//!   then read by a lean frame reader (`frames.rs`) unless `--reader
+//!   tungstenite` asks for tungstenite's message stream throughout.
 //! - `trigger`: fires triggers through realtime-core's client with a fixed
 //!   number in flight; reports triggers per second and this client's CPU
 //!   time per trigger.
@@ -14,12 +17,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use realtime_core::{Config, Pusher};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+
+mod frames;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,6 +99,18 @@ struct FanoutArgs {
     /// Threads for the clients (1 leaves the other cores to the server).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// How subscribers read the events.
+    #[arg(long, value_enum, default_value_t = Reader::Lean)]
+    reader: Reader,
+}
+
+/// How subscribers read the events once subscribed.
+#[derive(Clone, Copy, ValueEnum)]
+enum Reader {
+    /// Frames parsed in place from the socket (`frames.rs`).
+    Lean,
+    /// tokio-tungstenite's message stream.
+    Tungstenite,
 }
 
 #[derive(Args)]
@@ -189,17 +207,58 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// One subscriber: connects, subscribes, then records when each event arrives.
+/// When a bench event arrived: its sequence number and its latency since
+/// the trigger. Recognised without a JSON parse, so the client's own CPU use
+/// does not dominate what it measures.
+fn bench_receipt(text: &str) -> (usize, u64) {
+    let at = now_ns();
+    let seq = number_after(text, r#"seq\":"#).unwrap_or(0) as usize;
+    let sent = number_after(text, r#"sent_ns\":"#).unwrap_or(at);
+    (seq, at.saturating_sub(sent))
+}
+
+/// The channel every subscriber joins.
+const CHANNEL: &str = "bench-fanout";
+
+type Socket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// What each subscriber reports: (event sequence number, latency in ns).
+type Receipts = Vec<(usize, u64)>;
+
+/// One subscriber: reports its receipts, then stays connected until every
+/// subscriber has reported, so no connection closes (and no server work for
+/// it starts) while others still wait for the last event.
 async fn subscriber(
     url: String,
-    channel: &'static str,
     expected: usize,
     ready: Arc<AtomicUsize>,
     handshake_permit: OwnedSemaphorePermit,
-) -> Result<Vec<(usize, u64)>, Error> {
+    reader: Reader,
+    results: mpsc::UnboundedSender<Result<Receipts, String>>,
+    mut done: watch::Receiver<bool>,
+) {
+    match receive(url, expected, ready, handshake_permit, reader).await {
+        Ok((receipts, socket)) => {
+            let _ = results.send(Ok(receipts));
+            let _ = done.wait_for(|done| *done).await;
+            drop(socket);
+        }
+        Err(e) => {
+            let _ = results.send(Err(e.to_string()));
+        }
+    }
+}
+
+/// Connects, subscribes, then records when each event arrives.
+async fn receive(
+    url: String,
+    expected: usize,
+    ready: Arc<AtomicUsize>,
+    handshake_permit: OwnedSemaphorePermit,
+    reader: Reader,
+) -> Result<(Receipts, Socket), Error> {
     let mut handshake_permit = Some(handshake_permit);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL}});
     socket
         .send(Message::Text(subscribe.to_string().into()))
         .await?;
@@ -210,13 +269,8 @@ async fn subscriber(
             Message::Close(_) => break,
             _ => continue,
         };
-        // Bench frames are recognised without a JSON parse, so the client's
-        // own CPU use does not dominate what it measures.
         if text.contains(r#""event":"bench""#) {
-            let at = now_ns();
-            let seq = number_after(&text, r#"seq\":"#).unwrap_or(0) as usize;
-            let sent = number_after(&text, r#"sent_ns\":"#).unwrap_or(at);
-            received.push((seq, at.saturating_sub(sent)));
+            received.push(bench_receipt(&text));
             if received.len() == expected {
                 break;
             }
@@ -228,6 +282,20 @@ async fn subscriber(
                 ready.fetch_add(1, Ordering::SeqCst);
                 // Let the next client start its handshake.
                 handshake_permit.take();
+                if let (Reader::Lean, MaybeTlsStream::Plain(tcp)) = (reader, socket.get_mut()) {
+                    // Nothing follows the subscription until the first event,
+                    // so tungstenite holds no unread bytes here; a frame lost
+                    // would show as a missing delivery in the report.
+                    frames::read_events(tcp, expected, |text| {
+                        if !text.contains(r#""event":"bench""#) {
+                            return false;
+                        }
+                        received.push(bench_receipt(text));
+                        true
+                    })
+                    .await?;
+                    return Ok((received, socket));
+                }
             }
             Some("pusher:ping") => {
                 let pong = r#"{"event":"pusher:pong","data":{}}"#;
@@ -236,11 +304,10 @@ async fn subscriber(
             _ => {}
         }
     }
-    Ok(received)
+    Ok((received, socket))
 }
 
 async fn fanout(args: FanoutArgs) -> Result<(), Error> {
-    const CHANNEL: &str = "bench-fanout";
     let pusher = args.target.pusher()?;
     let url = format!(
         "ws://{}:{}/app/{}?protocol=7&client=realtime-load&version=0.1",
@@ -250,19 +317,22 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let ready = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.connections);
+    let (results_to, mut results) = mpsc::unbounded_channel();
+    let (done_to, done) = watch::channel(false);
     for _ in 0..args.connections {
         // At most `connect_concurrency` handshakes are pending at once.
         let permit = gate.clone().acquire_owned().await?;
         let url = url.clone();
         let ready = ready.clone();
-        tasks.push(tokio::spawn(subscriber(
+        tokio::spawn(subscriber(
             url,
-            CHANNEL,
             args.events,
             ready,
             permit,
-        )));
+            args.reader,
+            results_to.clone(),
+            done.clone(),
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while ready.load(Ordering::SeqCst) < args.connections && Instant::now() < deadline {
@@ -285,10 +355,12 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     }
     let mut per_delivery = Vec::new();
     let mut full_fanout = vec![0u64; args.events];
-    let mut failed = 0;
-    for task in tasks {
-        match tokio::time::timeout(Duration::from_secs(30), task).await {
-            Ok(Ok(Ok(received))) => {
+    let mut succeeded = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for _ in 0..args.connections {
+        match tokio::time::timeout_at(deadline, results.recv()).await {
+            Ok(Some(Ok(received))) => {
+                succeeded += 1;
                 for (seq, latency) in received {
                     per_delivery.push(latency);
                     if let Some(slot) = full_fanout.get_mut(seq) {
@@ -296,16 +368,21 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
                     }
                 }
             }
-            _ => failed += 1,
+            Ok(Some(Err(_))) => {}
+            Ok(None) | Err(_) => break,
         }
     }
     let elapsed = first_sent.elapsed();
+    let failed = args.connections - succeeded;
+    // Everyone reported (or time is up): now the connections may close.
+    let _ = done_to.send(true);
     let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
     let server_cpu = args
         .server_pid
         .zip(server_cpu_before)
         .map(|(pid, before)| cpu_time_of(&pid.to_string()).saturating_sub(before));
     per_delivery.sort_unstable();
+    let full_fanout_by_event: Vec<f64> = full_fanout.iter().map(|ns| ms(*ns).round()).collect();
     full_fanout.sort_unstable();
     let expected = args.connections * args.events;
     let report = serde_json::json!({
@@ -322,10 +399,12 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         "delivery_p99_ms": ms(percentile(&per_delivery, 99.0)),
         "full_fanout_p50_ms": ms(percentile(&full_fanout, 50.0)),
         "full_fanout_p99_ms": ms(percentile(&full_fanout, 99.0)),
+        "full_fanout_ms_by_event": full_fanout_by_event,
         "deliveries_per_second": per_delivery.len() as f64 / elapsed.as_secs_f64(),
         "server_cpu_us_per_delivery": server_cpu
             .filter(|_| !per_delivery.is_empty())
             .map(|cpu| cpu.as_secs_f64() * 1e6 / per_delivery.len() as f64),
+        "reader": match args.reader { Reader::Lean => "lean", Reader::Tungstenite => "tungstenite" },
         "client_cpu_us_per_delivery": (!per_delivery.is_empty())
             .then(|| client_cpu.as_secs_f64() * 1e6 / per_delivery.len() as f64),
         "server_rss_baseline_kib": baseline_kib,
