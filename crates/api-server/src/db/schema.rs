@@ -39,6 +39,7 @@ diesel::table! {
         phone -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        unread_count -> BigInt,
     }
 }
 

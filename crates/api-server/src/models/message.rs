@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::db::schema::messages;
+use crate::db::schema::{contacts, messages};
 use crate::db::DbConnection;
 use crate::models::rfc3339;
 
@@ -102,8 +102,15 @@ impl From<&Message> for MessageView {
 
 impl Message {
     /// Inserts a message.
+    /// Stores a message; an inbound one counts as unread on its contact.
     pub fn create(conn: &mut DbConnection, new: &NewMessage<'_>) -> QueryResult<Message> {
-        crate::insert_returning!(conn, messages::table, new, Message)
+        let message = crate::insert_returning!(conn, messages::table, new, Message)?;
+        if message.direction == INBOUND {
+            diesel::update(contacts::table.find(message.contact_id))
+                .set(contacts::unread_count.eq(contacts::unread_count + 1))
+                .execute(conn)?;
+        }
+        Ok(message)
     }
 
     /// A message of `team_id` by id.
@@ -153,6 +160,17 @@ impl Message {
         let changed = diesel::update(messages::table.find(id).filter(messages::read_at.is_null()))
             .set((messages::read_at.eq(at), messages::read_by.eq(user_id)))
             .execute(conn)?;
+        if changed > 0 {
+            // Only an inbound message counted as unread.
+            let contact_of_inbound = messages::table
+                .find(id)
+                .filter(messages::direction.eq(INBOUND))
+                .select(messages::contact_id)
+                .single_value();
+            diesel::update(contacts::table.filter(contacts::id.nullable().eq(contact_of_inbound)))
+                .set(contacts::unread_count.eq(contacts::unread_count - 1))
+                .execute(conn)?;
+        }
         Ok(changed > 0)
     }
 
@@ -199,25 +217,23 @@ impl Message {
             .first(conn)
     }
 
-    /// Unread inbound messages per contact of a team.
+    /// Unread inbound messages per contact of a team (contacts with none
+    /// are left out), as kept on the contacts by [`Message::create`] and
+    /// [`Message::mark_read`].
     pub fn unread_counts(conn: &mut DbConnection, team_id: i64) -> QueryResult<Vec<(i64, i64)>> {
-        messages::table
-            .filter(messages::team_id.eq(team_id))
-            .filter(messages::direction.eq(INBOUND))
-            .filter(messages::read_at.is_null())
-            .group_by(messages::contact_id)
-            .select((messages::contact_id, diesel::dsl::count_star()))
+        contacts::table
+            .filter(contacts::team_id.eq(team_id))
+            .filter(contacts::unread_count.gt(0))
+            .select((contacts::id, contacts::unread_count))
             .load(conn)
     }
 
     /// Unread inbound messages of one contact.
     pub fn unread_count(conn: &mut DbConnection, contact_id: i64) -> QueryResult<i64> {
-        messages::table
-            .filter(messages::contact_id.eq(contact_id))
-            .filter(messages::direction.eq(INBOUND))
-            .filter(messages::read_at.is_null())
-            .count()
-            .get_result(conn)
+        contacts::table
+            .find(contact_id)
+            .select(contacts::unread_count)
+            .first(conn)
     }
 
     /// The newest message of each of a team's contacts.

@@ -38,6 +38,8 @@ pub fn backoff(attempts: i32) -> Duration {
 pub struct Dispatcher {
     wake: Arc<Notify>,
     stopping: Arc<AtomicBool>,
+    /// Until when a stopping dispatcher may keep publishing.
+    drain_until: Arc<std::sync::Mutex<Option<Instant>>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -51,6 +53,7 @@ impl Dispatcher {
     ) -> std::io::Result<Self> {
         let wake = Arc::new(Notify::new());
         let stopping = Arc::new(AtomicBool::new(false));
+        let drain_until = Arc::new(std::sync::Mutex::new(None));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -62,6 +65,7 @@ impl Dispatcher {
             metrics,
             wake: wake.clone(),
             stopping: stopping.clone(),
+            drain_until: drain_until.clone(),
             runtime,
         };
         let thread = std::thread::Builder::new()
@@ -70,6 +74,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             wake,
             stopping,
+            drain_until,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -79,26 +84,34 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Publishes what is still queued (for at most `timeout`), then stops.
+    /// Publishes what is still queued (for at most `timeout`), then stops;
+    /// returns once the dispatcher's thread has ended, so nothing of it runs
+    /// on (against the database or the realtime service) after this.
     pub fn shutdown(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        *self.drain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let deadline = Instant::now() + timeout;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                tracing::warn!(
-                    "outbox not drained at shutdown; the events stay queued for the next start"
-                );
-            }
+        let Some(thread) = thread else {
+            return;
+        };
+        // A round under way when the deadline passes ends within the
+        // publisher's own timeout (5 s); wait for that too.
+        let give_up = deadline + PUBLISH_GRACE;
+        while !thread.is_finished() && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("the outbox dispatcher did not stop in time; unpublished events stay queued for the next start");
         }
     }
 }
+
+/// How long past its deadline a stopping dispatcher's last round may take.
+const PUBLISH_GRACE: Duration = Duration::from_secs(6);
 
 struct Worker {
     pool: DbPool,
@@ -110,6 +123,7 @@ struct Worker {
     metrics: AppMetrics,
     wake: Arc<Notify>,
     stopping: Arc<AtomicBool>,
+    drain_until: Arc<std::sync::Mutex<Option<Instant>>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -193,12 +207,9 @@ fn is_permanent(error: &RealtimeError) -> bool {
 
 impl Worker {
     fn run(mut self) {
-        let mut drain_deadline: Option<Instant> = None;
         loop {
             let stopping = self.stopping.load(Ordering::SeqCst);
-            if stopping && drain_deadline.is_none() {
-                drain_deadline = Some(Instant::now() + Duration::from_secs(10));
-            }
+            let drain_deadline = *self.drain_until.lock().unwrap_or_else(|e| e.into_inner());
             let round = match self.round() {
                 Ok(round) => round,
                 Err(e) => {
@@ -209,7 +220,12 @@ impl Worker {
             match (round, stopping) {
                 (Round::Progress, false) => continue,
                 (Round::Idle, true) => break,
-                (_, true) if drain_deadline.is_some_and(|d| Instant::now() > d) => break,
+                (_, true) if drain_deadline.is_some_and(|d| Instant::now() > d) => {
+                    tracing::warn!(
+                        "outbox not drained at shutdown; the events stay queued for the next start"
+                    );
+                    break;
+                }
                 (Round::Progress, true) => continue,
                 (Round::Idle, false) => {
                     self.finish_settling();
