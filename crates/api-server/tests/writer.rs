@@ -169,3 +169,25 @@ async fn writes_are_committed_in_the_order_they_arrive() {
     }
     assert_eq!(values(&mut db.connect()), (0..200).collect::<Vec<_>>());
 }
+
+#[actix_web::test]
+async fn a_write_that_breaks_the_transaction_does_not_stop_later_writes() {
+    let (db, writer) = writer_with_table().await;
+    // Ending the group's transaction behind diesel's back leaves its
+    // savepoint unreleasable and the connection's transaction state broken.
+    let broken = writer
+        .run(|conn| {
+            insert(conn, 1)?;
+            conn.batch_execute("COMMIT")?;
+            Err::<(), _>(AppError::Internal("and then fails".into()))
+        })
+        .await;
+    assert!(
+        broken.is_err(),
+        "the broken write is answered with an error"
+    );
+    writer.run(|conn| insert(conn, 2)).await.unwrap();
+    writer.run(|conn| insert(conn, 3)).await.unwrap();
+    let values = values(&mut db.connect());
+    assert!(values.ends_with(&[2, 3]), "later writes stand: {values:?}");
+}

@@ -87,12 +87,14 @@ impl Writer {
     /// starts its thread.
     pub fn start(url: &str) -> Result<Self, DbError> {
         let conn = super::connect(url)?;
+        let target = super::describe(url);
+        let url = url.to_owned();
         let (queue, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, jobs))
+            .spawn(move || run(&url, conn, jobs))
             .map_err(|e| DbError::Connect {
-                target: super::describe(url),
+                target,
                 cause: format!("cannot start the writer thread: {e}"),
             })?;
         Ok(Writer { queue })
@@ -194,7 +196,7 @@ fn transaction_depth_of(conn: &mut diesel::SqliteConnection) -> u32 {
         .map_or(0, |d| d.get())
 }
 
-fn run(mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
+fn run(url: &str, mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -204,6 +206,32 @@ fn run(mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_group(&mut conn, group);
+        if !out_of_transaction(&mut conn) {
+            // A failed rollback leaves diesel's transaction state broken, and
+            // every later write would fail on it: start afresh.
+            match super::connect(url) {
+                Ok(fresh) => {
+                    tracing::warn!(
+                        "the SQLite writer reopened its connection after a failed rollback"
+                    );
+                    conn = fresh;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the SQLite writer could not reopen its connection")
+                }
+            }
+        }
+    }
+}
+
+/// Whether the connection is cleanly outside any transaction.
+fn out_of_transaction(conn: &mut DbConnection) -> bool {
+    match conn {
+        DbConnection::Sqlite(inner) => matches!(
+            AnsiTransactionManager::transaction_manager_status_mut(inner).transaction_depth(),
+            Ok(None)
+        ),
+        DbConnection::Postgresql(_) => true,
     }
 }
 
