@@ -47,6 +47,15 @@ async fn writer_with_table() -> (std::sync::Arc<TestDb>, Writer) {
     (db, writer)
 }
 
+/// Queues `work` on the writer from a task of its own; answers its result.
+fn spawn_write<T: Send + 'static>(
+    writer: &Writer,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<T, AppError>> {
+    let writer = writer.clone();
+    tokio::spawn(async move { writer.run(work).await })
+}
+
 /// Holds the writer inside a write until `release` is sent, so the writes
 /// queued meanwhile form the next group together.
 fn hold(writer: &Writer) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -78,28 +87,15 @@ async fn a_caller_hears_back_only_once_its_write_is_committed() {
 async fn a_failing_write_undoes_only_its_own_statements_in_a_shared_group() {
     let (db, writer) = writer_with_table().await;
     let (release, held) = hold(&writer);
-    let first = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.run(|conn| insert(conn, 1)).await }
+    let first = spawn_write(&writer, |conn| insert(conn, 1));
+    let failing = spawn_write(&writer, |conn| {
+        insert(conn, 2)?;
+        Err::<(), _>(AppError::Conflict {
+            code: "test",
+            message: "refused after its insert".into(),
+        })
     });
-    let failing = tokio::spawn({
-        let writer = writer.clone();
-        async move {
-            writer
-                .run(|conn| {
-                    insert(conn, 2)?;
-                    Err::<(), _>(AppError::Conflict {
-                        code: "test",
-                        message: "refused after its insert".into(),
-                    })
-                })
-                .await
-        }
-    });
-    let last = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.run(|conn| insert(conn, 3)).await }
-    });
+    let last = spawn_write(&writer, |conn| insert(conn, 3));
     // Let all three reach the queue behind the held write.
     tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
@@ -117,25 +113,15 @@ async fn a_failing_write_undoes_only_its_own_statements_in_a_shared_group() {
 async fn a_panicking_write_is_answered_with_an_error_and_the_writer_goes_on() {
     let (db, writer) = writer_with_table().await;
     let (release, held) = hold(&writer);
-    let panicking = tokio::spawn({
-        let writer = writer.clone();
-        async move {
-            writer
-                .run(|conn| {
-                    insert(conn, 1)?;
-                    // A nested transaction left open by the panic, too.
-                    api_server::db::write_transaction(conn, |conn| -> Result<(), AppError> {
-                        insert(conn, 2)?;
-                        panic!("a bug in a handler");
-                    })
-                })
-                .await
-        }
+    let panicking = spawn_write(&writer, |conn| {
+        insert(conn, 1)?;
+        // A nested transaction left open by the panic, too.
+        api_server::db::write_transaction(conn, |conn| -> Result<(), AppError> {
+            insert(conn, 2)?;
+            panic!("a bug in a handler");
+        })
     });
-    let beside = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.run(|conn| insert(conn, 3)).await }
-    });
+    let beside = spawn_write(&writer, |conn| insert(conn, 3));
     tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
     held.await.unwrap();
@@ -154,10 +140,7 @@ async fn writes_are_committed_in_the_order_they_arrive() {
     let (release, held) = hold(&writer);
     let mut answers = Vec::new();
     for v in 0..200 {
-        let writer = writer.clone();
-        answers.push(tokio::spawn(async move {
-            writer.run(move |conn| insert(conn, v)).await
-        }));
+        answers.push(spawn_write(&writer, move |conn| insert(conn, v)));
         // Each spawned task must have queued before the next one starts.
         tokio::task::yield_now().await;
     }
