@@ -62,7 +62,7 @@ impl AppMetrics {
         let histogram = Histogram::with_opts(
             HistogramOpts::new(
                 "outbox_commit_to_publish_seconds",
-                "Delay from a change's commit to its event's publish",
+                "Delay from an event's write (in its change's transaction) to its publish",
             )
             // Fine steps up to 20 ms, where the delay under load is judged.
             .buckets(vec![

@@ -530,3 +530,56 @@ async fn interleaved_reads_on_postgres_leave_the_true_unread_count() {
         last.data
     );
 }
+
+/// While the last round's removal is still queued in SQLite's writer, the
+/// next claim leaves those events out, and they do not hold back the later
+/// events of the same contact.
+#[test]
+fn a_claim_leaves_out_published_events_whose_removal_is_still_queued() {
+    use api_server::models::outbox::{NewOutboxRow, OutboxRow};
+    use std::collections::HashSet;
+
+    let db = TestDb::new(Backend::Sqlite);
+    api_server::db::migrate(&db.url).unwrap();
+    let mut conn = db.connect();
+    let now = api_server::models::now();
+    // Contact 7: events 1, 2, 3; contact 8: event 4.
+    for contact in [7, 7, 7, 8] {
+        OutboxRow::insert(
+            &mut conn,
+            &NewOutboxRow {
+                team_id: 1,
+                contact_id: Some(contact),
+                event: "message:created",
+                channels: r#"["private-contact-7"]"#.into(),
+                data: "{}".into(),
+                socket_id: None,
+                attempts: 0,
+                next_attempt_at: now,
+                created_at: now,
+            },
+        )
+        .unwrap();
+    }
+    let claimed = |settling: &[i64], limit| -> Vec<i64> {
+        let settling: HashSet<i64> = settling.iter().copied().collect();
+        OutboxRow::claim(&mut db.connect(), now, limit, &settling)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(claimed(&[], 10), vec![1, 2, 3, 4]);
+    assert_eq!(
+        claimed(&[1, 2], 10),
+        vec![3, 4],
+        "settling events are left out"
+    );
+    assert_eq!(
+        claimed(&[1, 2], 1),
+        vec![3],
+        "the limit counts claimable events"
+    );
+    // A settling event is as good as gone: it breaks no contact's run.
+    assert_eq!(claimed(&[2], 10), vec![1, 3, 4]);
+}

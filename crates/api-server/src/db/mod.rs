@@ -201,10 +201,7 @@ where
     // The multi connection shares the inner connection's transaction state,
     // so `f` sees an open transaction (nested ones become savepoints).
     if let DbConnection::Sqlite(inner) = conn {
-        let open = AnsiTransactionManager::transaction_manager_status_mut(inner)
-            .transaction_depth()?
-            .is_some();
-        if open {
+        if sqlite_transaction_depth(inner)? > 0 {
             return conn.transaction(f);
         }
         AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
@@ -224,6 +221,14 @@ where
             Err(e)
         }
     }
+}
+
+/// How many transactions (the outer one and its savepoints) are open on a
+/// SQLite connection; an error when diesel's transaction state is broken.
+fn sqlite_transaction_depth(conn: &mut SqliteConnection) -> diesel::QueryResult<u32> {
+    Ok(AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .map_or(0, |depth| depth.get()))
 }
 
 /// `INSERT … RETURNING` the new row as `$row`. Both databases support it,

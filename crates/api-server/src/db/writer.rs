@@ -156,6 +156,7 @@ impl<T> PendingWrite<T> {
 fn writer_stopped() -> AppError {
     AppError::Internal("the database writer stopped".into())
 }
+
 /// Runs `f` in a savepoint of the open group transaction. A panic in `f` is
 /// turned into an error and its statements rolled back, so one bug cannot
 /// stop every later write.
@@ -163,16 +164,17 @@ fn in_savepoint<T, F>(conn: &mut DbConnection, f: F) -> Result<T, AppError>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, AppError>,
 {
-    let depth = transaction_depth(conn);
+    let group_depth = depth(conn).unwrap_or(1);
     match catch_unwind(AssertUnwindSafe(|| conn.transaction(f))) {
         Ok(result) => result,
         Err(_) => {
             // Unwind the savepoints the panic left open, down to the group's.
-            if let DbConnection::Sqlite(inner) = conn {
-                while transaction_depth_of(inner) > depth {
-                    if AnsiTransactionManager::rollback_transaction(inner).is_err() {
-                        break;
-                    }
+            while depth(conn).is_ok_and(|d| d > group_depth) {
+                let DbConnection::Sqlite(inner) = &mut *conn else {
+                    break;
+                };
+                if AnsiTransactionManager::rollback_transaction(inner).is_err() {
+                    break;
                 }
             }
             tracing::error!("a database write panicked; its statements were rolled back");
@@ -181,19 +183,13 @@ where
     }
 }
 
-fn transaction_depth(conn: &mut DbConnection) -> u32 {
+/// The writer's connection's transaction depth (see
+/// [`super::sqlite_transaction_depth`]).
+fn depth(conn: &mut DbConnection) -> diesel::QueryResult<u32> {
     match conn {
-        DbConnection::Sqlite(inner) => transaction_depth_of(inner),
-        DbConnection::Postgresql(_) => 0,
+        DbConnection::Sqlite(inner) => super::sqlite_transaction_depth(inner),
+        DbConnection::Postgresql(_) => Ok(0),
     }
-}
-
-fn transaction_depth_of(conn: &mut diesel::SqliteConnection) -> u32 {
-    AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .ok()
-        .flatten()
-        .map_or(0, |d| d.get())
 }
 
 fn run(url: &str, mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
@@ -206,7 +202,7 @@ fn run(url: &str, mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_group(&mut conn, group);
-        if !out_of_transaction(&mut conn) {
+        if !matches!(depth(&mut conn), Ok(0)) {
             // A failed rollback leaves diesel's transaction state broken, and
             // every later write would fail on it: start afresh.
             match super::connect(url) {
@@ -221,17 +217,6 @@ fn run(url: &str, mut conn: DbConnection, jobs: mpsc::Receiver<Job>) {
                 }
             }
         }
-    }
-}
-
-/// Whether the connection is cleanly outside any transaction.
-fn out_of_transaction(conn: &mut DbConnection) -> bool {
-    match conn {
-        DbConnection::Sqlite(inner) => matches!(
-            AnsiTransactionManager::transaction_manager_status_mut(inner).transaction_depth(),
-            Ok(None)
-        ),
-        DbConnection::Postgresql(_) => true,
     }
 }
 

@@ -101,7 +101,6 @@ impl From<&Message> for MessageView {
 }
 
 impl Message {
-    /// Inserts a message.
     /// Stores a message; an inbound one counts as unread on its contact.
     pub fn create(conn: &mut DbConnection, new: &NewMessage<'_>) -> QueryResult<Message> {
         let message = crate::insert_returning!(conn, messages::table, new, Message)?;

@@ -53,8 +53,9 @@ impl OutboxRow {
     }
 
     /// Takes up to `limit` due events to publish now, oldest first, leaving
-    /// out `settling` (published, their removal still queued). Call it
-    /// inside a write transaction and publish before committing.
+    /// out `settling` (published, their removal still queued in SQLite's
+    /// writer). On PostgreSQL call it inside a transaction and publish before
+    /// committing; on SQLite it reads a snapshot outside any transaction.
     ///
     /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so other
     /// instances take other rows. A contact's events are published in order:
@@ -77,7 +78,7 @@ impl OutboxRow {
                 .for_update()
                 .skip_locked()
                 .load(pg)?,
-            // SQLite runs this inside BEGIN IMMEDIATE: there is one writer.
+            // SQLite: one process writes (db/writer.rs), so nothing to lock.
             DbConnection::Sqlite(sqlite) => due.select(OutboxRow::as_select()).load(sqlite)?,
         };
         rows.retain(|r| !settling.contains(&r.id));

@@ -7,7 +7,6 @@
 //! realtime service never holds up a request.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,11 +36,13 @@ pub fn backoff(attempts: i32) -> Duration {
 #[derive(Debug)]
 pub struct Dispatcher {
     wake: Arc<Notify>,
-    stopping: Arc<AtomicBool>,
-    /// Until when a stopping dispatcher may keep publishing.
-    drain_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Set by [`Dispatcher::shutdown`]: until when the dispatcher may keep
+    /// publishing before it stops.
+    drain_until: DrainUntil,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
+
+type DrainUntil = Arc<std::sync::Mutex<Option<Instant>>>;
 
 impl Dispatcher {
     /// Starts the dispatcher thread.
@@ -52,8 +53,7 @@ impl Dispatcher {
         metrics: AppMetrics,
     ) -> std::io::Result<Self> {
         let wake = Arc::new(Notify::new());
-        let stopping = Arc::new(AtomicBool::new(false));
-        let drain_until = Arc::new(std::sync::Mutex::new(None));
+        let drain_until = DrainUntil::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -64,7 +64,6 @@ impl Dispatcher {
             publisher,
             metrics,
             wake: wake.clone(),
-            stopping: stopping.clone(),
             drain_until: drain_until.clone(),
             runtime,
         };
@@ -73,7 +72,6 @@ impl Dispatcher {
             .spawn(move || worker.run())?;
         Ok(Dispatcher {
             wake,
-            stopping,
             drain_until,
             thread: std::sync::Mutex::new(Some(thread)),
         })
@@ -90,7 +88,6 @@ impl Dispatcher {
     pub fn shutdown(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         *self.drain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-        self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(thread) = thread else {
@@ -115,15 +112,15 @@ const PUBLISH_GRACE: Duration = Duration::from_secs(6);
 
 struct Worker {
     pool: DbPool,
-    /// SQLite's one writer, which settles published rows.
+    /// SQLite's one writer, which settles published rows; without it
+    /// (PostgreSQL) a round claims, publishes and settles in one transaction.
     writer: Option<Writer>,
-    /// The last round's settling write, still queued in the writer (SQLite).
+    /// The last round's settling write, still queued in the writer.
     settling: Option<Settling>,
     publisher: Arc<dyn Publisher>,
     metrics: AppMetrics,
     wake: Arc<Notify>,
-    stopping: Arc<AtomicBool>,
-    drain_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    drain_until: DrainUntil,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -208,8 +205,7 @@ fn is_permanent(error: &RealtimeError) -> bool {
 impl Worker {
     fn run(mut self) {
         loop {
-            let stopping = self.stopping.load(Ordering::SeqCst);
-            let drain_deadline = *self.drain_until.lock().unwrap_or_else(|e| e.into_inner());
+            let drain_until = *self.drain_until.lock().unwrap_or_else(|e| e.into_inner());
             let round = match self.round() {
                 Ok(round) => round,
                 Err(e) => {
@@ -217,17 +213,16 @@ impl Worker {
                     Round::Failed
                 }
             };
-            match (round, stopping) {
-                (Round::Progress, false) => continue,
-                (Round::Idle, true) => break,
-                (_, true) if drain_deadline.is_some_and(|d| Instant::now() > d) => {
+            match (round, drain_until) {
+                (Round::Idle, Some(_)) => break,
+                (_, Some(deadline)) if Instant::now() > deadline => {
                     tracing::warn!(
                         "outbox not drained at shutdown; the events stay queued for the next start"
                     );
                     break;
                 }
-                (Round::Progress, true) => continue,
-                (Round::Idle, false) => {
+                (Round::Progress, _) => continue,
+                (Round::Idle, None) => {
                     self.finish_settling();
                     self.sleep(POLL)
                 }
@@ -260,45 +255,39 @@ impl Worker {
     fn round(&mut self) -> Result<Round, crate::error::AppError> {
         let mut conn = self.pool.get()?;
         let now = crate::models::now();
-        match &mut *conn {
+        let Some(writer) = self.writer.clone() else {
             // PostgreSQL: the claimed rows stay locked until the round
             // commits, so another instance never publishes them too.
-            DbConnection::Postgresql(_) => write_transaction(&mut conn, |conn| {
+            return write_transaction(&mut conn, |conn| {
                 let rows = OutboxRow::claim(conn, now, ROUND_SIZE, &HashSet::new())?;
                 let (round, done, retry) = self.publish_rows(rows);
                 settle(conn, &done, &retry)?;
                 Ok(round)
-            }),
-            // SQLite: one writer for the whole database, so the lock is not
-            // held while publishing (requests keep writing meanwhile). The rows
-            // are read from a snapshot and their removal queued in the writer;
-            // the next round claims while it commits, so events committed
-            // meanwhile go out without waiting for it.
-            DbConnection::Sqlite(_) => {
-                let nothing = HashSet::new();
-                let settling = self.settling.as_ref().map_or(&nothing, |s| &s.ids);
-                let rows = OutboxRow::claim(&mut conn, now, ROUND_SIZE, settling)?;
-                let (round, done, retry) = self.publish_rows(rows);
-                if done.is_empty() && retry.is_empty() {
-                    return Ok(round);
-                }
-                match self.writer.clone() {
-                    Some(writer) => {
-                        // One settling write at a time, so their order is kept.
-                        self.finish_settling();
-                        let ids = done
-                            .iter()
-                            .copied()
-                            .chain(retry.iter().map(|r| r.0))
-                            .collect();
-                        let write = writer.submit(move |conn| settle(conn, &done, &retry))?;
-                        self.settling = Some(Settling { ids, write });
-                    }
-                    None => settle(&mut conn, &done, &retry)?,
-                }
-                Ok(round)
-            }
+            });
+        };
+        // SQLite: one writer for the whole database, so no lock is held while
+        // publishing (requests keep writing meanwhile). The rows are read from
+        // a snapshot and their removal queued in the writer; the next round
+        // claims while it commits, so events committed meanwhile go out
+        // without waiting for it.
+        let nothing = HashSet::new();
+        let settling = self.settling.as_ref().map_or(&nothing, |s| &s.ids);
+        let rows = OutboxRow::claim(&mut conn, now, ROUND_SIZE, settling)?;
+        drop(conn);
+        let (round, done, retry) = self.publish_rows(rows);
+        if done.is_empty() && retry.is_empty() {
+            return Ok(round);
         }
+        // One settling write at a time, so their order is kept.
+        self.finish_settling();
+        let ids = done
+            .iter()
+            .copied()
+            .chain(retry.iter().map(|r| r.0))
+            .collect();
+        let write = writer.submit(move |conn| settle(conn, &done, &retry))?;
+        self.settling = Some(Settling { ids, write });
+        Ok(round)
     }
 
     /// Publishes claimed rows in order; answers what the round did, the rows
