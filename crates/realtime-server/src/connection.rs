@@ -1,15 +1,19 @@
 //! One WebSocket connection: the protocol state machine ([`Connection`],
-//! testable without a socket) and the task that drives it over actix-ws.
+//! testable without a socket), the WebSocket endpoint, and the task that
+//! reads a connection's frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::body::BoxBody;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use realtime_core::{ChannelKind, ChannelName};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
+use crate::inbound::{Inbound, InboundError, Received};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
@@ -53,7 +57,11 @@ impl Connection {
     }
 
     fn reply(&self, frame: bytestring::ByteString) {
-        self.app.send_to(&self.socket_id, Outbound::Frame(frame));
+        self.send(Outbound::Frame(frame));
+    }
+
+    fn send(&self, outbound: Outbound) {
+        self.app.send_to(&self.socket_id, outbound);
     }
 
     fn error(&self, code: Option<u16>, message: &str) {
@@ -289,27 +297,23 @@ fn data_of<T: DeserializeOwned>(data: &Value) -> Option<T> {
     }
 }
 
-fn close_reason(code: u16, reason: &str) -> Option<CloseReason> {
-    Some(CloseReason {
-        code: CloseCode::Other(code),
-        description: Some(reason.to_owned()),
-    })
+/// A WebSocket response whose frames come from `outbox`; `closed` is told
+/// when actix drops the connection.
+fn websocket_response(
+    req: &HttpRequest,
+    outbox: OutboxReceiver,
+    closed: oneshot::Sender<()>,
+) -> actix_web::Result<HttpResponse> {
+    let mut handshake = actix_http::ws::handshake(req.head())?;
+    let response = handshake.message_body(BoxBody::new(outbox.into_body(closed)))?;
+    Ok(response.into())
 }
 
 /// Accepts the upgrade, then refuses with a protocol error and close code.
-fn refuse_upgrade(
-    req: &HttpRequest,
-    body: web::Payload,
-    code: u16,
-    message: &str,
-) -> actix_web::Result<HttpResponse> {
-    let (response, mut session, _stream) = actix_ws::handle(req, body)?;
-    let message = message.to_owned();
-    actix_web::rt::spawn(async move {
-        let _ = session.text(protocol::error(Some(code), &message)).await;
-        let _ = session.close(close_reason(code, &message)).await;
-    });
-    Ok(response)
+fn refuse_upgrade(req: &HttpRequest, code: u16, message: &str) -> actix_web::Result<HttpResponse> {
+    let (sender, outbox) = crate::outbox::outbox(1);
+    let _ = sender.try_send(Outbound::Close(code, message.to_owned()));
+    websocket_response(req, outbox, oneshot::channel().0)
 }
 
 /// `GET /app/{key}`: the WebSocket endpoint.
@@ -320,12 +324,11 @@ pub async fn websocket(
     server: web::Data<Server>,
 ) -> actix_web::Result<HttpResponse> {
     if server.is_shutting_down() {
-        return refuse_upgrade(&req, body, code::RECONNECT_NOW, "Server shutting down");
+        return refuse_upgrade(&req, code::RECONNECT_NOW, "Server shutting down");
     }
     let Some(app) = server.app_by_key(&key) else {
         return refuse_upgrade(
             &req,
-            body,
             code::APP_NOT_FOUND,
             &format!("App key {key} not in this cluster"),
         );
@@ -338,7 +341,6 @@ pub async fn websocket(
         None | Some(Err(_)) => {
             return refuse_upgrade(
                 &req,
-                body,
                 code::INVALID_VERSION_FORMAT,
                 "Invalid version string format",
             );
@@ -346,7 +348,6 @@ pub async fn websocket(
         Some(Ok(version)) if !protocol::SUPPORTED_PROTOCOLS.contains(&version) => {
             return refuse_upgrade(
                 &req,
-                body,
                 code::UNSUPPORTED_PROTOCOL,
                 &format!("Unsupported protocol version {version}"),
             );
@@ -354,127 +355,100 @@ pub async fn websocket(
         Some(Ok(_)) => {}
     }
     let Some((socket_id, outbox)) = app.connect() else {
-        return refuse_upgrade(&req, body, code::OVER_CAPACITY, "Over capacity");
+        return refuse_upgrade(&req, code::OVER_CAPACITY, "Over capacity");
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let max = app.config().max_frame_bytes;
+    let (closed_tx, closed) = oneshot::channel();
+    let response = match websocket_response(&req, outbox, closed_tx) {
+        Ok(response) => response,
+        Err(e) => {
+            app.disconnect(&socket_id);
+            return Err(e);
+        }
+    };
+    let activity_timeout = app.config().activity_timeout.as_secs();
+    app.send_to(
+        &socket_id,
+        Outbound::Frame(protocol::connection_established(
+            &socket_id,
+            activity_timeout,
+        )),
+    );
     // Fragmented messages are joined, as RFC 6455 requires, up to the same limit.
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
-    let connection = Connection::new(app.clone(), socket_id);
-    actix_web::rt::spawn(drive(connection, session, stream, outbox));
+    let inbound = Inbound::new(body, app.config().max_frame_bytes);
+    actix_web::rt::spawn(read_frames(
+        Connection::new(app, socket_id),
+        inbound,
+        closed,
+    ));
     Ok(response)
 }
 
 /// Any other path under `/app`: Pusher answers 4005.
-pub async fn wrong_path(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
-    refuse_upgrade(&req, body, code::PATH_NOT_FOUND, "Path not found")
+pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    refuse_upgrade(&req, code::PATH_NOT_FOUND, "Path not found")
 }
 
-/// Whether the app dropped its side of the outbox and nothing is left in it.
-fn outbound_closed(outbox: &OutboxReceiver) -> bool {
-    outbox.is_closed() && outbox.is_empty()
-}
-
-/// Runs one connection until either side closes it.
-async fn drive(
+/// Reads one connection's frames until either side ends it, then removes the
+/// connection from its app. What the server sends does not pass through
+/// here: it goes from the app to the connection's outbox, which the response
+/// body writes.
+async fn read_frames(
     mut connection: Connection,
-    mut session: Session,
-    mut stream: actix_ws::AggregatedMessageStream,
-    mut outbox: OutboxReceiver,
+    mut inbound: Inbound<web::Payload>,
+    mut closed: oneshot::Receiver<()>,
 ) {
     let app = connection.app.clone();
     let activity_timeout = app.config().activity_timeout;
     let pong_timeout = app.config().pong_timeout();
-    let established =
-        protocol::connection_established(connection.socket_id(), activity_timeout.as_secs());
-    let mut close = if session.text(established).await.is_err() {
-        None
-    } else {
-        // One timer for the connection's life, moved rather than rebuilt:
-        // registering a timer per frame would cost more than the frame.
-        let idle = tokio::time::sleep(activity_timeout);
-        tokio::pin!(idle);
-        let mut pinged = false;
-        loop {
-            tokio::select! {
-                message = stream.recv() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + activity_timeout);
-                    pinged = false;
-                    let control = match message {
-                        Some(Ok(AggregatedMessage::Text(text))) => connection.handle_text(&text),
-                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                            if session.pong(&bytes).await.is_err() { break None; }
-                            Control::Continue
-                        }
-                        Some(Ok(AggregatedMessage::Pong(_))) => Control::Continue,
-                        Some(Ok(AggregatedMessage::Binary(_))) => {
-                            connection.error(None, "Binary frames are not supported; send JSON text");
-                            Control::Continue
-                        }
-                        Some(Ok(AggregatedMessage::Close(_))) | None => break None,
-                        Some(Err(ProtocolError::Overflow)) => {
-                            connection.error(None, "Frame too large");
-                            Control::Close(1009, "Frame too large".into())
-                        }
-                        Some(Err(_)) => Control::Close(1002, "Protocol error".into()),
-                    };
-                    if let Control::Close(code, reason) = control {
-                        break Some((code, reason));
+    // One timer for the connection's life, moved rather than rebuilt:
+    // registering a timer per frame would cost more than the frame.
+    let idle = tokio::time::sleep(activity_timeout);
+    tokio::pin!(idle);
+    let mut pinged = false;
+    let close = loop {
+        tokio::select! {
+            received = inbound.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + activity_timeout);
+                pinged = false;
+                let control = match received {
+                    Some(Ok(Received::Text(text))) => connection.handle_text(&text),
+                    Some(Ok(Received::Ping(bytes))) => {
+                        connection.send(Outbound::Pong(bytes));
+                        Control::Continue
                     }
+                    Some(Ok(Received::Pong)) => Control::Continue,
+                    Some(Ok(Received::Binary)) => {
+                        connection.error(None, "Binary frames are not supported; send JSON text");
+                        Control::Continue
+                    }
+                    Some(Ok(Received::Close)) | None => break None,
+                    Some(Err(InboundError::TooLarge)) => {
+                        connection.error(None, "Frame too large");
+                        Control::Close(1009, "Frame too large".into())
+                    }
+                    Some(Err(InboundError::Protocol(_))) => Control::Close(1002, "Protocol error".into()),
+                };
+                if let Control::Close(code, reason) = control {
+                    break Some((code, reason));
                 }
-                outbound = outbox.recv() => {
-                    let mut next = outbound;
-                    // Send everything already queued before going back to select!.
-                    let mut stop = None;
-                    while let Some(item) = next.take() {
-                        match item {
-                            Outbound::Frame(frame) => {
-                                if session.text(frame).await.is_err() {
-                                    stop = Some(None);
-                                    break;
-                                }
-                            }
-                            Outbound::Close(code, reason) => {
-                                let _ = session.text(protocol::error(Some(code), &reason)).await;
-                                stop = Some(Some((code, reason)));
-                                break;
-                            }
-                        }
-                        next = outbox.try_recv().ok();
-                    }
-                    if outbound_closed(&outbox) && stop.is_none() {
-                        // The app dropped this connection: it fell too far behind.
-                        stop = Some(Some((code::OVER_CAPACITY, "Too slow to read its messages".into())));
-                    }
-                    if let Some(close) = stop {
-                        break close;
-                    }
-                },
-                _ = &mut idle => {
-                    if pinged {
-                        break Some((code::PONG_NOT_RECEIVED, "Pong reply not received".into()));
-                    }
-                    pinged = true;
-                    idle.as_mut().reset(tokio::time::Instant::now() + pong_timeout);
-                    if session.text(protocol::ping()).await.is_err() || session.ping(b"").await.is_err() {
-                        break None;
-                    }
+            }
+            // actix dropped the connection: the client went away, or the
+            // body ended after a close the app queued.
+            _ = &mut closed => break None,
+            _ = &mut idle => {
+                if pinged {
+                    break Some((code::PONG_NOT_RECEIVED, "Pong reply not received".into()));
                 }
+                pinged = true;
+                idle.as_mut().reset(tokio::time::Instant::now() + pong_timeout);
+                connection.send(Outbound::Frame(protocol::ping()));
+                connection.send(Outbound::Ping(Bytes::new()));
             }
         }
     };
-    app.disconnect(connection.socket_id());
-    // Frames queued before the close are flushed first, then the close frame.
-    while let Ok(Outbound::Frame(frame)) = outbox.try_recv() {
-        if session.text(frame).await.is_err() {
-            close = None;
-            break;
-        }
-    }
     if let Some((code, reason)) = close {
-        let _ = session.close(close_reason(code, &reason)).await;
+        connection.send(Outbound::CloseFrame(code, reason));
     }
+    // Frames queued before the close are still sent, then the close frame.
+    app.disconnect(connection.socket_id());
 }

@@ -14,7 +14,9 @@
 pub mod config;
 pub mod connection;
 pub mod http_api;
+pub mod inbound;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod webhooks;

@@ -12,10 +12,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytestring::ByteString;
 use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
+use crate::outbox::outbox;
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
 
@@ -23,19 +23,7 @@ use crate::webhooks::WebhookQueue;
 /// disconnected rather than allowed to grow the server's memory.
 pub const OUTBOX_CAPACITY: usize = 512;
 
-/// What the server asks a connection's task to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outbound {
-    /// Send this text frame.
-    Frame(ByteString),
-    /// Close with this code and reason.
-    Close(u16, String),
-}
-
-/// The sending half of a connection's outbox.
-pub type OutboxSender = mpsc::Sender<Outbound>;
-/// The receiving half, read by the connection's task.
-pub type OutboxReceiver = mpsc::Receiver<Outbound>;
+pub use crate::outbox::{Outbound, OutboxReceiver, OutboxSender, TrySendError};
 
 /// A presence member: one user, on one or more connections.
 #[derive(Debug, Clone)]
@@ -134,7 +122,7 @@ impl App {
 
     /// Registers a new connection, or refuses it when the app is at capacity.
     pub fn connect(&self) -> Option<(Arc<str>, OutboxReceiver)> {
-        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let (outbox, receiver) = outbox(OUTBOX_CAPACITY);
         let mut state = self.write();
         if state.connections.len() >= self.config.max_connections {
             return None;
@@ -167,8 +155,23 @@ impl App {
             }
         };
         if overflowed {
-            self.disconnect(socket_id);
+            self.disconnect_slow(socket_id);
         }
+    }
+
+    /// Closes a connection whose outbox overflowed (a client that stopped
+    /// reading) and removes it.
+    fn disconnect_slow(&self, socket_id: &str) {
+        let outbox = self
+            .read()
+            .connections
+            .get(socket_id)
+            .map(|c| c.outbox.clone());
+        if let Some(outbox) = outbox {
+            let reason = "Too slow to read its messages".to_owned();
+            let _ = outbox.try_send(Outbound::Close(protocol::code::OVER_CAPACITY, reason));
+        }
+        self.disconnect(socket_id);
     }
 
     /// Removes a connection and everything it held: subscriptions, presence
@@ -180,6 +183,8 @@ impl App {
             let Some(conn) = state.connections.remove(socket_id) else {
                 return;
             };
+            // Whatever was queued is still sent; then the connection ends.
+            conn.outbox.finish();
             for channel in &conn.channels {
                 self.leave(&mut state, socket_id, channel, &mut deliveries);
             }
@@ -456,7 +461,7 @@ impl App {
             }
         }
         for socket in overflowed {
-            self.disconnect(&socket);
+            self.disconnect_slow(&socket);
         }
         reached
     }
@@ -583,7 +588,7 @@ impl App {
     /// queued; called once the state lock is released.
     fn disconnect_overflowed(&self, deliveries: Deliveries<'_>) {
         for socket in deliveries.overflowed {
-            self.disconnect(&socket);
+            self.disconnect_slow(&socket);
         }
     }
 }
@@ -620,8 +625,8 @@ fn try_deliver(outbox: &OutboxSender, outbound: Outbound, metrics: &Metrics) -> 
             metrics.messages_out.inc();
             false
         }
-        Err(mpsc::error::TrySendError::Full(_)) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(TrySendError::Full) => true,
+        Err(TrySendError::Closed) => false,
     }
 }
 

@@ -1,0 +1,278 @@
+//! What a client sends: WebSocket frames decoded from the request's body,
+//! with fragmented messages joined as RFC 6455 requires.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, Item, ProtocolError};
+use actix_web::web::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_core::Stream;
+
+/// One message from the client.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    /// A text message (joined from its fragments).
+    Text(ByteString),
+    /// A binary message; the protocol has none, so only its arrival matters.
+    Binary,
+    /// A WebSocket ping with its payload, to be answered.
+    Ping(Bytes),
+    /// A WebSocket pong.
+    Pong,
+    /// The client's close frame.
+    Close,
+}
+
+/// Why the client's frames cannot be read on.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// A frame, or a message joined from fragments, is over the limit.
+    #[error("frame too large")]
+    TooLarge,
+    /// Anything else the protocol forbids: an unmasked frame, a bad opcode,
+    /// a stray continuation, text that is not UTF-8, a broken body.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fragmented {
+    Text,
+    Binary,
+}
+
+/// Reads a connection's messages from its request body (`web::Payload`, or
+/// any stream of byte chunks).
+pub struct Inbound<S> {
+    payload: S,
+    buf: BytesMut,
+    codec: Codec,
+    max_message: usize,
+    /// The message being joined from fragments, and its kind.
+    fragments: Option<(Fragmented, BytesMut)>,
+    eof: bool,
+}
+
+impl<S, E> Inbound<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    /// Frames and joined messages are limited to `max_bytes` each.
+    pub fn new(payload: S, max_bytes: usize) -> Self {
+        Inbound {
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_bytes),
+            max_message: max_bytes,
+            fragments: None,
+            eof: false,
+        }
+    }
+
+    /// The next message; `None` once the client's side has ended. Safe to
+    /// drop while waiting (it is used in `select!`): every byte read is kept
+    /// in `self`.
+    pub async fn next(&mut self) -> Option<Result<Received, InboundError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, InboundError>>> {
+        loop {
+            match self.decoded() {
+                Ok(Some(received)) => return Poll::Ready(Some(Ok(received))),
+                Ok(None) => {}
+                Err(e) => {
+                    // Nothing after a broken frame can be trusted.
+                    self.eof = true;
+                    self.buf.clear();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            if self.eof {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
+                Poll::Ready(Some(Err(e))) => {
+                    self.eof = true;
+                    self.buf.clear();
+                    return Poll::Ready(Some(Err(InboundError::Protocol(e.to_string()))));
+                }
+                Poll::Ready(None) => self.eof = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next whole message already in the buffer, if any.
+    fn decoded(&mut self) -> Result<Option<Received>, InboundError> {
+        while let Some(frame) = self.codec.decode(&mut self.buf).map_err(protocol_error)? {
+            let (kind, bytes, last) = match frame {
+                Frame::Text(bytes) => return text(bytes).map(Some),
+                Frame::Binary(_) => return Ok(Some(Received::Binary)),
+                Frame::Ping(bytes) => return Ok(Some(Received::Ping(bytes))),
+                Frame::Pong(_) => return Ok(Some(Received::Pong)),
+                Frame::Close(_) => return Ok(Some(Received::Close)),
+                Frame::Continuation(Item::FirstText(bytes)) => {
+                    (Some(Fragmented::Text), bytes, false)
+                }
+                Frame::Continuation(Item::FirstBinary(bytes)) => {
+                    (Some(Fragmented::Binary), bytes, false)
+                }
+                Frame::Continuation(Item::Continue(bytes)) => (None, bytes, false),
+                Frame::Continuation(Item::Last(bytes)) => (None, bytes, true),
+            };
+            let joined = match (kind, &mut self.fragments) {
+                (Some(kind), None) => &mut self.fragments.insert((kind, BytesMut::new())).1,
+                (None, Some((_, joined))) => joined,
+                (Some(_), Some(_)) => {
+                    return Err(InboundError::Protocol(
+                        "a fragmented message started inside another".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(InboundError::Protocol(
+                        "a continuation frame with no message to continue".into(),
+                    ))
+                }
+            };
+            if joined.len() + bytes.len() > self.max_message {
+                return Err(InboundError::TooLarge);
+            }
+            joined.extend_from_slice(&bytes);
+            if last {
+                if let Some((kind, joined)) = self.fragments.take() {
+                    return match kind {
+                        Fragmented::Text => text(joined.freeze()).map(Some),
+                        Fragmented::Binary => Ok(Some(Received::Binary)),
+                    };
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn text(bytes: Bytes) -> Result<Received, InboundError> {
+    ByteString::try_from(bytes)
+        .map(Received::Text)
+        .map_err(|_| InboundError::Protocol("text that is not UTF-8".into()))
+}
+
+fn protocol_error(e: ProtocolError) -> InboundError {
+    match e {
+        ProtocolError::Overflow => InboundError::TooLarge,
+        other => InboundError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_codec::Encoder;
+    use actix_http::ws::Message;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    /// Chunks as a request body delivers them.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Stream for Chunks {
+        type Item = Result<Bytes, Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// What a client sends: masked frames.
+    fn client_frames(messages: Vec<Message>) -> Bytes {
+        let mut codec = Codec::new().client_mode();
+        let mut buf = BytesMut::new();
+        for message in messages {
+            codec.encode(message, &mut buf).unwrap();
+        }
+        buf.freeze()
+    }
+
+    fn read_all(chunks: Vec<Bytes>, max: usize) -> Vec<Result<Received, String>> {
+        let mut inbound = Inbound::new(Chunks(chunks.into()), max);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut all = Vec::new();
+        while let Poll::Ready(Some(item)) = inbound.poll_next(&mut cx) {
+            all.push(item.map_err(|e| e.to_string()));
+        }
+        all
+    }
+
+    #[test]
+    fn messages_split_across_chunks_are_read_whole() {
+        let bytes = client_frames(vec![
+            Message::Text("hello".into()),
+            Message::Ping(Bytes::from_static(b"p")),
+        ]);
+        let chunks = bytes.chunks(3).map(Bytes::copy_from_slice).collect();
+        assert_eq!(
+            read_all(chunks, 100),
+            [
+                Ok(Received::Text("hello".into())),
+                Ok(Received::Ping(Bytes::from_static(b"p")))
+            ]
+        );
+    }
+
+    #[test]
+    fn fragments_are_joined_and_their_total_is_limited() {
+        let fragments = |parts: &[&'static str]| {
+            let last = parts.len() - 1;
+            let messages = parts.iter().enumerate().map(|(i, part)| {
+                let bytes = Bytes::from_static(part.as_bytes());
+                Message::Continuation(match i {
+                    0 => Item::FirstText(bytes),
+                    i if i == last => Item::Last(bytes),
+                    _ => Item::Continue(bytes),
+                })
+            });
+            client_frames(messages.collect())
+        };
+        assert_eq!(
+            read_all(vec![fragments(&["he", "ll", "o"])], 10),
+            [Ok(Received::Text("hello".into()))]
+        );
+        assert_eq!(
+            read_all(vec![fragments(&["hello", "hello", "!"])], 10),
+            [Err("frame too large".into())]
+        );
+    }
+
+    #[test]
+    fn broken_input_is_an_error_and_ends_the_reading() {
+        // A final continuation frame (FIN, opcode 0), masked, empty.
+        let stray = Bytes::from_static(&[0x80, 0x80, 1, 2, 3, 4]);
+        let read = read_all(vec![stray], 10);
+        assert!(matches!(read.as_slice(), [Err(e)] if e.starts_with("protocol error")));
+
+        let unmasked = {
+            let mut buf = BytesMut::new();
+            Codec::new()
+                .encode(Message::Text("hi".into()), &mut buf)
+                .unwrap();
+            buf.freeze()
+        };
+        assert_eq!(read_all(vec![unmasked], 10).len(), 1);
+
+        let not_utf8 = client_frames(vec![Message::Binary(Bytes::from_static(&[0xff]))]);
+        let mut bytes = BytesMut::from(&not_utf8[..]);
+        bytes[0] = 0x81; // the same frame, marked as text
+        let read = read_all(vec![bytes.freeze()], 10);
+        assert!(matches!(read.as_slice(), [Err(e)] if e.contains("UTF-8")));
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_too_large() {
+        let big = client_frames(vec![Message::Text("x".repeat(11).into())]);
+        assert_eq!(read_all(vec![big], 10), [Err("frame too large".into())]);
+    }
+}
