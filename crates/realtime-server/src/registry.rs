@@ -32,10 +32,19 @@ struct Member {
     connections: usize,
 }
 
+/// A channel's subscriber: where its frames go, and its presence user id
+/// on presence channels. The outbox is kept here so that a fan-out reads
+/// only the channel.
+#[derive(Debug)]
+struct Subscriber {
+    outbox: OutboxSender,
+    user_id: Option<Arc<str>>,
+}
+
 #[derive(Debug, Default)]
 struct Channel {
-    /// Subscribed sockets, with their presence user id on presence channels.
-    subscribers: HashMap<Arc<str>, Option<Arc<str>>>,
+    /// Subscribed sockets.
+    subscribers: HashMap<Arc<str>, Subscriber>,
     /// Presence members by user id (presence channels only).
     members: HashMap<Arc<str>, Member>,
 }
@@ -258,9 +267,21 @@ impl App {
                         member_added = Some((user_id.clone(), info));
                     }
                 }
-                entry.subscribers.insert(socket_key.clone(), Some(user_id));
+                entry.subscribers.insert(
+                    socket_key.clone(),
+                    Subscriber {
+                        outbox: outbox.clone(),
+                        user_id: Some(user_id),
+                    },
+                );
             } else {
-                entry.subscribers.insert(socket_key.clone(), None);
+                entry.subscribers.insert(
+                    socket_key.clone(),
+                    Subscriber {
+                        outbox: outbox.clone(),
+                        user_id: None,
+                    },
+                );
             }
             let occupied_now = entry.subscribers.len() == 1;
             if let Some((user_id, info)) = &member_added {
@@ -270,10 +291,10 @@ impl App {
                     serde_json::json!({ "user_id": user_id.as_ref(), "user_info": info })
                         .to_string(),
                 );
-                for (other, _) in entry.subscribers.iter().filter(|(s, _)| **s != socket_key) {
-                    if let Some(c) = state.connections.get(other) {
-                        deliveries.send(other, &c.outbox, frame.clone());
-                    }
+                for (other, subscriber) in
+                    entry.subscribers.iter().filter(|(s, _)| **s != socket_key)
+                {
+                    deliveries.send(other, &subscriber.outbox, frame.clone());
                 }
             }
             succeeded = presence_data(channel, state.channels.get(channel));
@@ -325,10 +346,10 @@ impl App {
         let Some(entry) = state.channels.get_mut(channel) else {
             return;
         };
-        let Some(member) = entry.subscribers.remove(socket_id) else {
+        let Some(subscriber) = entry.subscribers.remove(socket_id) else {
             return;
         };
-        if let Some(user_id) = member {
+        if let Some(user_id) = subscriber.user_id {
             let last = match entry.members.get_mut(&user_id) {
                 Some(m) if m.connections > 1 => {
                     m.connections -= 1;
@@ -344,10 +365,8 @@ impl App {
                     Some(channel),
                     serde_json::json!({ "user_id": user_id.as_ref() }).to_string(),
                 );
-                for other in entry.subscribers.keys() {
-                    if let Some(c) = state.connections.get(other) {
-                        deliveries.send(other, &c.outbox, frame.clone());
-                    }
+                for (other, subscriber) in &entry.subscribers {
+                    deliveries.send(other, &subscriber.outbox, frame.clone());
                 }
                 self.webhook(WebhookEvent::MemberRemoved {
                     channel: channel.to_owned(),
@@ -383,6 +402,7 @@ impl App {
         let Some(conn) = state.connections.get_mut(&socket_key) else {
             return false;
         };
+        let outbox = conn.outbox.clone();
         let previous = conn.user_id.replace(user.clone());
         let newly_subscribed = conn.channels.insert(channel.clone());
         if let Some(previous) = previous.filter(|p| *p != user) {
@@ -412,7 +432,13 @@ impl App {
             .insert(socket_key.clone());
         if newly_subscribed {
             let entry = state.channels.entry(channel).or_default();
-            entry.subscribers.insert(socket_key, None);
+            entry.subscribers.insert(
+                socket_key,
+                Subscriber {
+                    outbox,
+                    user_id: None,
+                },
+            );
         }
         true
     }
@@ -447,16 +473,15 @@ impl App {
             let Some(entry) = state.channels.get(channel) else {
                 return 0;
             };
-            for socket in entry.subscribers.keys() {
+            for (socket, subscriber) in &entry.subscribers {
                 if Some(socket.as_ref()) == except {
                     continue;
                 }
-                if let Some(conn) = state.connections.get(socket) {
-                    if try_deliver(&conn.outbox, Outbound::Frame(frame.clone()), &self.metrics) {
-                        overflowed.push(socket.clone());
-                    } else {
-                        reached += 1;
-                    }
+                let outbound = Outbound::Frame(frame.clone());
+                if try_deliver(&subscriber.outbox, outbound, &self.metrics) {
+                    overflowed.push(socket.clone());
+                } else {
+                    reached += 1;
                 }
             }
         }
@@ -481,7 +506,7 @@ impl App {
                 return false;
             };
             match entry.subscribers.get(socket_id) {
-                Some(user_id) => user_id.clone(),
+                Some(subscriber) => subscriber.user_id.clone(),
                 None => return false,
             }
         };
