@@ -78,7 +78,7 @@ pub async fn read_events(
     expected: usize,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<usize, Error> {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 512];
     let (mut filled, mut events) = (0, 0);
     while events < expected {
         if filled == buf.len() {
