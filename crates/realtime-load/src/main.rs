@@ -185,14 +185,20 @@ fn cpu_time_of(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// The unsigned number that follows `marker` in `text`.
+/// The unsigned number that follows `marker` in `text` (read in place: it
+/// runs once per delivery).
 fn number_after(text: &str, marker: &str) -> Option<u64> {
     let start = text.find(marker)? + marker.len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    let mut number = None;
+    for digit in text[start..].bytes().take_while(u8::is_ascii_digit) {
+        let so_far: u64 = number.unwrap_or(0);
+        number = Some(
+            so_far
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))?,
+        );
+    }
+    number
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -356,6 +362,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let mut per_delivery = Vec::new();
     let mut full_fanout = vec![0u64; args.events];
     let mut succeeded = 0;
+    let mut first_error = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for _ in 0..args.connections {
         match tokio::time::timeout_at(deadline, results.recv()).await {
@@ -368,19 +375,25 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
                     }
                 }
             }
-            Ok(Some(Err(_))) => {}
+            Ok(Some(Err(e))) => {
+                if first_error.is_none() {
+                    eprintln!("a subscriber failed: {e}");
+                    first_error = Some(e);
+                }
+            }
             Ok(None) | Err(_) => break,
         }
     }
     let elapsed = first_sent.elapsed();
     let failed = args.connections - succeeded;
-    // Everyone reported (or time is up): now the connections may close.
-    let _ = done_to.send(true);
+    // CPU is read before any connection closes: closing is not delivering.
     let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
     let server_cpu = args
         .server_pid
         .zip(server_cpu_before)
         .map(|(pid, before)| cpu_time_of(&pid.to_string()).saturating_sub(before));
+    // Everyone reported (or time is up): now the connections may close.
+    let _ = done_to.send(true);
     per_delivery.sort_unstable();
     let full_fanout_by_event: Vec<f64> = full_fanout.iter().map(|ns| ms(*ns).round()).collect();
     full_fanout.sort_unstable();
@@ -395,6 +408,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         "deliveries": per_delivery.len(),
         "expected_deliveries": expected,
         "failed_clients": failed,
+        "first_error": first_error,
         "delivery_p50_ms": ms(percentile(&per_delivery, 50.0)),
         "delivery_p99_ms": ms(percentile(&per_delivery, 99.0)),
         "full_fanout_p50_ms": ms(percentile(&full_fanout, 50.0)),
@@ -461,4 +475,26 @@ async fn trigger(args: TriggerArgs) -> Result<(), Error> {
     });
     println!("{report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_is_read_after_its_marker() {
+        let text = r#"{"data":"{\"seq\":17,\"sent_ns\":1764000000123456789}"}"#;
+        assert_eq!(number_after(text, r#"seq\":"#), Some(17));
+        assert_eq!(
+            number_after(text, r#"sent_ns\":"#),
+            Some(1_764_000_000_123_456_789)
+        );
+        assert_eq!(number_after(text, "missing"), None);
+        assert_eq!(number_after(r#"seq\":x"#, r#"seq\":"#), None);
+        assert_eq!(
+            number_after("n:99999999999999999999", "n:"),
+            None,
+            "overflow"
+        );
+    }
 }
