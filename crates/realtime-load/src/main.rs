@@ -230,9 +230,22 @@ type Socket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpS
 /// What each subscriber reports: (event sequence number, latency in ns).
 type Receipts = Vec<(usize, u64)>;
 
-/// One subscriber: reports its receipts, then stays connected until every
-/// subscriber has reported, so no connection closes (and no server work for
-/// it starts) while others still wait for the last event.
+/// Where the run is, as subscribers see it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Events are being triggered.
+    Triggering,
+    /// Every event was triggered: subscribers report their receipts.
+    Reporting,
+    /// Every subscriber reported: connections may close.
+    Done,
+}
+
+/// One subscriber: once every event was triggered, reports its receipts,
+/// then stays connected until every subscriber has reported. Reporting
+/// waits so that it takes no client CPU from the last event's fan-out, and
+/// no connection closes (and no server work for it starts) while others
+/// still wait for an event.
 async fn subscriber(
     url: String,
     expected: usize,
@@ -240,12 +253,13 @@ async fn subscriber(
     handshake_permit: OwnedSemaphorePermit,
     reader: Reader,
     results: mpsc::UnboundedSender<Result<Receipts, String>>,
-    mut done: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     match receive(url, expected, ready, handshake_permit, reader).await {
         Ok((receipts, socket)) => {
+            let _ = phase.wait_for(|phase| *phase >= Phase::Reporting).await;
             let _ = results.send(Ok(receipts));
-            let _ = done.wait_for(|done| *done).await;
+            let _ = phase.wait_for(|phase| *phase == Phase::Done).await;
             drop(socket);
         }
         Err(e) => {
@@ -324,7 +338,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let started = Instant::now();
     let (results_to, mut results) = mpsc::unbounded_channel();
-    let (done_to, done) = watch::channel(false);
+    let (phase_to, phase) = watch::channel(Phase::Triggering);
     for _ in 0..args.connections {
         // At most `connect_concurrency` handshakes are pending at once.
         let permit = gate.clone().acquire_owned().await?;
@@ -337,7 +351,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
             permit,
             args.reader,
             results_to.clone(),
-            done.clone(),
+            phase.clone(),
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -359,6 +373,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
             tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
         }
     }
+    let _ = phase_to.send(Phase::Reporting);
     let mut per_delivery = Vec::new();
     let mut full_fanout = vec![0u64; args.events];
     let mut succeeded = 0;
@@ -393,7 +408,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         .zip(server_cpu_before)
         .map(|(pid, before)| cpu_time_of(&pid.to_string()).saturating_sub(before));
     // Everyone reported (or time is up): now the connections may close.
-    let _ = done_to.send(true);
+    let _ = phase_to.send(Phase::Done);
     per_delivery.sort_unstable();
     let full_fanout_by_event: Vec<f64> = full_fanout.iter().map(|ns| ms(*ns).round()).collect();
     full_fanout.sort_unstable();
