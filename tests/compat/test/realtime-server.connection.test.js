@@ -3,7 +3,7 @@
 // codes of refused connections, and /metrics.
 const { describe, test, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { Harness, connected, withTimeout } = require('../lib/clients');
+const { Harness, connected, withTimeout, waitUntil, channelName } = require('../lib/clients');
 
 describe('connection', () => {
   let h;
@@ -94,6 +94,55 @@ describe('connection', () => {
     assert.match(text, /realtime_connections/);
     const value = Number((text.match(/^realtime_connections (\d+)/m) || [])[1]);
     assert.ok(value >= 1, `realtime_connections is ${value} with a client connected`);
+  });
+});
+
+describe('a client that stops reading', () => {
+  let h;
+  before(async () => {
+    h = await Harness.start();
+  });
+  afterEach(() => h.closeClients());
+  after(() => h.close());
+
+  test('is told 4100 and closed once its queue is full; the others get every event', async () => {
+    const name = channelName('firehose-');
+    const stalled = await h.rawConnected();
+    const reader = await h.rawConnected();
+    await stalled.subscribe(name);
+    await reader.subscribe(name);
+    // The stalled client stops reading its socket: the kernel's buffers,
+    // then the server's queue for it, fill up.
+    stalled.ws._socket.pause();
+    const sdk = h.sdk();
+    const data = 'x'.repeat(9000);
+    const subscribers = async () => {
+      const res = await sdk.get({ path: `/channels/${name}`, params: { info: 'subscription_count' } });
+      return (await res.json()).subscription_count;
+    };
+    let sent = 0;
+    while ((await subscribers()) === 2) {
+      assert.ok(sent < 5000, 'the stalled client was never disconnected');
+      const batch = Array.from({ length: 10 }, (_, i) => ({ channel: name, name: 'flood', data: `${sent + i}:${data}` }));
+      const res = await sdk.triggerBatch(batch);
+      assert.equal(res.status, 200);
+      sent += batch.length;
+    }
+    // The server keeps at most OUTBOX_CAPACITY (512) frames for a client.
+    assert.ok(sent > 512, `disconnected after only ${sent} events`);
+    await waitUntil(() => reader.frames.filter((f) => f.event === 'flood').length === sent, 10000, 'every event at the reader');
+    const flood = reader.frames.filter((f) => f.event === 'flood').map((f) => Number(f.data.split(':')[0]));
+    assert.deepEqual(flood, Array.from({ length: sent }, (_, i) => i), 'in order, none lost');
+
+    // Reading again, the stalled client gets what was queued, then why it is closed.
+    stalled.ws._socket.resume();
+    const { code } = await stalled.waitClosed(20000);
+    assert.equal(code, 4100);
+    const error = stalled.frames.find((f) => f.event === 'pusher:error');
+    assert.equal(error && error.json.code, 4100);
+    const received = stalled.frames.filter((f) => f.event === 'flood').map((f) => Number(f.data.split(':')[0]));
+    assert.deepEqual(received, Array.from({ length: received.length }, (_, i) => i), 'a prefix, in order');
+    assert.ok(stalled.frames.indexOf(error) > stalled.frames.findLastIndex((f) => f.event === 'flood'), 'the error comes last');
   });
 });
 
