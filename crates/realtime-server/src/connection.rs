@@ -421,11 +421,14 @@ async fn read_frames(
                         connection.error(None, "Binary frames are not supported; send JSON text");
                         Control::Continue
                     }
-                    Some(Ok(Received::Close)) | None => break None,
+                    // RFC 6455: the close is answered with a close, echoing its code.
+                    Some(Ok(Received::Close(code))) => break Some((code.unwrap_or(1000), String::new())),
+                    None => break None,
                     Some(Err(InboundError::TooLarge)) => {
                         connection.error(None, "Frame too large");
                         Control::Close(1009, "Frame too large".into())
                     }
+                    Some(Err(InboundError::NotUtf8)) => Control::Close(1007, "Invalid UTF-8".into()),
                     Some(Err(InboundError::Protocol(_))) => Control::Close(1002, "Protocol error".into()),
                 };
                 if let Control::Close(code, reason) = control {

@@ -21,8 +21,8 @@ pub enum Received {
     Ping(Bytes),
     /// A WebSocket pong.
     Pong,
-    /// The client's close frame.
-    Close,
+    /// The client's close frame, with its code if it gave one.
+    Close(Option<u16>),
 }
 
 /// Why the client's frames cannot be read on.
@@ -31,8 +31,11 @@ pub enum InboundError {
     /// A frame, or a message joined from fragments, is over the limit.
     #[error("frame too large")]
     TooLarge,
+    /// A text message that is not UTF-8.
+    #[error("text that is not UTF-8")]
+    NotUtf8,
     /// Anything else the protocol forbids: an unmasked frame, a bad opcode,
-    /// a stray continuation, text that is not UTF-8, a broken body.
+    /// a stray continuation, a broken body.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -115,7 +118,9 @@ where
                 Frame::Binary(_) => return Ok(Some(Received::Binary)),
                 Frame::Ping(bytes) => return Ok(Some(Received::Ping(bytes))),
                 Frame::Pong(_) => return Ok(Some(Received::Pong)),
-                Frame::Close(_) => return Ok(Some(Received::Close)),
+                Frame::Close(reason) => {
+                    return Ok(Some(Received::Close(reason.map(|r| r.code.into()))))
+                }
                 Frame::Continuation(Item::FirstText(bytes)) => {
                     (Some(Fragmented::Text), bytes, false)
                 }
@@ -159,7 +164,7 @@ where
 fn text(bytes: Bytes) -> Result<Received, InboundError> {
     ByteString::try_from(bytes)
         .map(Received::Text)
-        .map_err(|_| InboundError::Protocol("text that is not UTF-8".into()))
+        .map_err(|_| InboundError::NotUtf8)
 }
 
 fn protocol_error(e: ProtocolError) -> InboundError {
@@ -212,13 +217,15 @@ mod tests {
         let bytes = client_frames(vec![
             Message::Text("hello".into()),
             Message::Ping(Bytes::from_static(b"p")),
+            Message::Close(Some(actix_http::ws::CloseCode::Away.into())),
         ]);
         let chunks = bytes.chunks(3).map(Bytes::copy_from_slice).collect();
         assert_eq!(
             read_all(chunks, 100),
             [
                 Ok(Received::Text("hello".into())),
-                Ok(Received::Ping(Bytes::from_static(b"p")))
+                Ok(Received::Ping(Bytes::from_static(b"p"))),
+                Ok(Received::Close(Some(1001))),
             ]
         );
     }
@@ -267,7 +274,7 @@ mod tests {
         let mut bytes = BytesMut::from(&not_utf8[..]);
         bytes[0] = 0x81; // the same frame, marked as text
         let read = read_all(vec![bytes.freeze()], 10);
-        assert!(matches!(read.as_slice(), [Err(e)] if e.contains("UTF-8")));
+        assert_eq!(read, [Err("text that is not UTF-8".into())]);
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl App {
         let overflowed = {
             let state = self.read();
             match state.connections.get(socket_id) {
-                Some(conn) => try_deliver(&conn.outbox, outbound, &self.metrics),
+                Some(conn) => try_deliver(&conn.outbox, outbound, &self.metrics) == Delivery::Full,
                 None => false,
             }
         };
@@ -171,14 +171,22 @@ impl App {
     /// Closes a connection whose outbox overflowed (a client that stopped
     /// reading) and removes it.
     fn disconnect_slow(&self, socket_id: &str) {
+        let reason = "Too slow to read its messages";
+        self.close(socket_id, protocol::code::OVER_CAPACITY, reason);
+    }
+
+    /// Tells a connection why it is closed (`pusher:error`, then the close
+    /// frame, after what is already queued) and removes it at once: from now
+    /// on it receives nothing and what it sends is not relayed, even if the
+    /// client is too slow to read the close.
+    pub fn close(&self, socket_id: &str, code: u16, reason: &str) {
         let outbox = self
             .read()
             .connections
             .get(socket_id)
             .map(|c| c.outbox.clone());
         if let Some(outbox) = outbox {
-            let reason = "Too slow to read its messages".to_owned();
-            let _ = outbox.try_send(Outbound::Close(protocol::code::OVER_CAPACITY, reason));
+            let _ = outbox.try_send(Outbound::Close(code, reason.to_owned()));
         }
         self.disconnect(socket_id);
     }
@@ -452,13 +460,8 @@ impl App {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         for socket in &sockets {
-            self.send_to(
-                socket,
-                Outbound::Close(
-                    protocol::code::UNAUTHORIZED,
-                    "Connection terminated by the app".into(),
-                ),
-            );
+            let reason = "Connection terminated by the app";
+            self.close(socket, protocol::code::UNAUTHORIZED, reason);
         }
         sockets.len()
     }
@@ -478,10 +481,10 @@ impl App {
                     continue;
                 }
                 let outbound = Outbound::Frame(frame.clone());
-                if try_deliver(&subscriber.outbox, outbound, &self.metrics) {
-                    overflowed.push(socket.clone());
-                } else {
-                    reached += 1;
+                match try_deliver(&subscriber.outbox, outbound, &self.metrics) {
+                    Delivery::Queued => reached += 1,
+                    Delivery::Full => overflowed.push(socket.clone()),
+                    Delivery::Closed => {}
                 }
             }
         }
@@ -605,7 +608,7 @@ impl App {
     pub fn close_all(&self, code: u16, reason: &str) {
         let sockets: Vec<Arc<str>> = self.read().connections.keys().cloned().collect();
         for socket in sockets {
-            self.send_to(&socket, Outbound::Close(code, reason.to_owned()));
+            self.close(&socket, code, reason);
         }
     }
 
@@ -636,22 +639,31 @@ impl<'a> Deliveries<'a> {
     }
 
     fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: ByteString) {
-        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) {
+        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) == Delivery::Full {
             self.overflowed.push(socket.clone());
         }
     }
 }
 
-/// Queues a frame; answers true when the connection's outbox is full (a
-/// client that stopped reading), so the caller disconnects it.
-fn try_deliver(outbox: &OutboxSender, outbound: Outbound, metrics: &Metrics) -> bool {
+/// What became of a frame offered to a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    Queued,
+    /// The outbox is full (a client that stopped reading): the caller
+    /// disconnects it.
+    Full,
+    /// The connection is closing; the frame is dropped.
+    Closed,
+}
+
+fn try_deliver(outbox: &OutboxSender, outbound: Outbound, metrics: &Metrics) -> Delivery {
     match outbox.try_send(outbound) {
         Ok(()) => {
             metrics.messages_out.inc();
-            false
+            Delivery::Queued
         }
-        Err(TrySendError::Full) => true,
-        Err(TrySendError::Closed) => false,
+        Err(TrySendError::Full) => Delivery::Full,
+        Err(TrySendError::Closed) => Delivery::Closed,
     }
 }
 
@@ -905,9 +917,13 @@ mod tests {
         app.subscribe(&a, "news", None).unwrap();
         drop(ra);
         let frame = protocol::frame("e", Some("news"), "{}");
-        app.publish("news", &frame, None);
+        assert_eq!(
+            app.publish("news", &frame, None),
+            0,
+            "not counted as reached"
+        );
         app.send_to(&a, Outbound::Close(4200, "bye".into()));
-        // The driver disconnects it when its task ends; until then it stays.
+        // Its reading task removes it when it ends; until then it stays.
         assert_eq!(app.connection_count(), 1);
     }
 
@@ -928,9 +944,13 @@ mod tests {
     #[test]
     fn close_all_asks_every_connection_to_close() {
         let app = app();
-        let (_a, mut ra) = app.connect().unwrap();
+        let (a, mut ra) = app.connect().unwrap();
         let (_b, mut rb) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        drain(&mut ra);
         app.close_all(4200, "going away");
+        assert_eq!(app.connection_count(), 0, "removed at once");
+        assert!(app.channels("").is_empty());
         for receiver in [&mut ra, &mut rb] {
             assert_eq!(
                 drain(receiver),

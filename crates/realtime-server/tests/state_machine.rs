@@ -895,6 +895,8 @@ fn terminate_user_closes_each_of_its_connections_with_4009() {
     phone.outbound();
     laptop.outbound();
     stranger.outbound();
+    phone.subscribe_public("news");
+    phone.outbound();
     assert_eq!(app.terminate_user("42"), 2);
     for client in [&mut phone, &mut laptop] {
         let outbound = client.outbound();
@@ -904,6 +906,11 @@ fn terminate_user_closes_each_of_its_connections_with_4009() {
         );
     }
     stranger.assert_nothing_queued();
+    // Removed at once, not when the client has read the close: it gets no
+    // more events, and what it still sends reaches nobody.
+    assert_eq!(app.connection_count(), 1);
+    assert_eq!(publish(&app, "news", "e", "{}"), 0);
+    assert_eq!(app.terminate_user("42"), 0);
 }
 
 #[test]

@@ -42,6 +42,14 @@ describe('connection', () => {
     await raw.next('pusher:pong');
   });
 
+  test("a client's close frame is answered with one echoing its code", async () => {
+    const raw = await h.rawConnected();
+    raw.ws.close(4000, 'bye');
+    // Without the server's close frame, ws would report 1006 (abnormal).
+    const { code } = await raw.waitClosed();
+    assert.equal(code, 4000);
+  });
+
   test('unknown app key: close 4001', async () => {
     const raw = h.raw('/app/wrongkey?protocol=7');
     const { code } = await raw.waitClosed();
