@@ -210,6 +210,11 @@ impl Drop for OutboxReceiver {
     }
 }
 
+/// Encoded bytes handed to actix at once, at most (plus one frame): a client
+/// behind by many large events is sent them in steps, not in one copy of
+/// them all.
+const MAX_CHUNK: usize = 64 * 1024;
+
 /// RFC 6455: a control frame's payload is at most 125 bytes, so a close
 /// reason (after the 2-byte code) at most 123.
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -282,10 +287,14 @@ impl MessageBody for OutboundBody {
         let this = self.get_mut();
         if !this.ended {
             let mut taken = std::mem::take(&mut this.taken);
-            if !this.outbox.poll_take_all(cx, &mut taken) {
+            // What was taken last time and not encoded yet goes first.
+            if taken.is_empty() && !this.outbox.poll_take_all(cx, &mut taken) {
                 this.ended = true;
             }
-            while let Some(item) = taken.pop_front() {
+            while this.buf.len() < MAX_CHUNK {
+                let Some(item) = taken.pop_front() else {
+                    break;
+                };
                 let last = item.ends_the_connection();
                 this.encode(item);
                 if last {
@@ -396,6 +405,22 @@ mod tests {
         };
         assert_eq!(u16::from(reason.code), 4100);
         assert_eq!(poll(&mut body), Poll::Ready(None), "the body ends");
+    }
+
+    #[test]
+    fn a_long_backlog_is_written_in_chunks_of_bounded_size() {
+        let (sender, receiver) = outbox(8);
+        let mut body = receiver.into_body(oneshot::channel().0);
+        let big = ByteString::from("x".repeat(40 * 1024));
+        for _ in 0..3 {
+            sender.try_send(Outbound::Frame(big.clone())).unwrap();
+        }
+        sender.finish();
+        let mut chunks = Vec::new();
+        while let Poll::Ready(Some(chunk)) = poll(&mut body) {
+            chunks.push(frames(&chunk).len());
+        }
+        assert_eq!(chunks, [2, 1], "64 KiB and one frame at most per chunk");
     }
 
     #[test]
