@@ -48,7 +48,8 @@ impl Outbound {
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrySendError {
-    /// The client has this many frames waiting already: it stopped reading.
+    /// The outbox already holds as many frames as it may: the client
+    /// stopped reading.
     Full,
     /// The connection is closing or gone; the frame is dropped.
     Closed,
@@ -66,8 +67,10 @@ pub enum TryRecvError {
 #[derive(Debug)]
 struct Queue {
     items: VecDeque<Outbound>,
-    /// The reader's waker, and whether it waits for an item.
+    /// The reader's waker, kept between waits so it is cloned only when the
+    /// reader changes.
     waker: Option<Waker>,
+    /// Whether the reader found nothing and waits to be woken.
     waiting: bool,
     /// No more items will be queued (the app let go of the connection, or a
     /// close was queued).
