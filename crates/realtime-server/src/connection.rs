@@ -14,10 +14,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::inbound::{Inbound, InboundError, Received};
+use crate::outbox::{Outbound, OutboxReceiver};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
-use crate::registry::{App, Outbound, OutboxReceiver, SubscribeError};
+use crate::registry::{App, SubscribeError};
 use crate::Server;
 
 /// What the driver should do after a frame.
@@ -297,12 +298,12 @@ fn data_of<T: DeserializeOwned>(data: &Value) -> Option<T> {
     }
 }
 
-/// A WebSocket response whose frames come from `outbox`; `closed` is told
-/// when actix drops the connection.
+/// A WebSocket response whose frames come from `outbox`; `closed`, if
+/// given, is told when actix drops the connection.
 fn websocket_response(
     req: &HttpRequest,
     outbox: OutboxReceiver,
-    closed: oneshot::Sender<()>,
+    closed: Option<oneshot::Sender<()>>,
 ) -> actix_web::Result<HttpResponse> {
     let mut handshake = actix_http::ws::handshake(req.head())?;
     let response = handshake.message_body(BoxBody::new(outbox.into_body(closed)))?;
@@ -313,7 +314,7 @@ fn websocket_response(
 fn refuse_upgrade(req: &HttpRequest, code: u16, message: &str) -> actix_web::Result<HttpResponse> {
     let (sender, outbox) = crate::outbox::outbox(1);
     let _ = sender.try_send(Outbound::Close(code, message.to_owned()));
-    websocket_response(req, outbox, oneshot::channel().0)
+    websocket_response(req, outbox, None)
 }
 
 /// `GET /app/{key}`: the WebSocket endpoint.
@@ -358,7 +359,7 @@ pub async fn websocket(
         return refuse_upgrade(&req, code::OVER_CAPACITY, "Over capacity");
     };
     let (closed_tx, closed) = oneshot::channel();
-    let response = match websocket_response(&req, outbox, closed_tx) {
+    let response = match websocket_response(&req, outbox, Some(closed_tx)) {
         Ok(response) => response,
         Err(e) => {
             app.disconnect(&socket_id);
@@ -373,7 +374,7 @@ pub async fn websocket(
             activity_timeout,
         )),
     );
-    // Fragmented messages are joined, as RFC 6455 requires, up to the same limit.
+    // Frames, and messages joined from fragments, are limited alike.
     let inbound = Inbound::new(body, app.config().max_frame_bytes);
     actix_web::rt::spawn(read_frames(
         Connection::new(app, socket_id),
@@ -449,9 +450,11 @@ async fn read_frames(
             }
         }
     };
-    if let Some((code, reason)) = close {
-        connection.send(Outbound::CloseFrame(code, reason));
-    }
     // Frames queued before the close are still sent, then the close frame.
-    app.disconnect(connection.socket_id());
+    match close {
+        Some((code, reason)) => {
+            app.close(connection.socket_id(), Outbound::CloseFrame(code, reason))
+        }
+        None => app.disconnect(connection.socket_id()),
+    }
 }

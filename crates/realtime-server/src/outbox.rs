@@ -190,16 +190,16 @@ impl OutboxReceiver {
         true
     }
 
-    /// The response body that writes this outbox to the client. `closed` is
-    /// told when the body is dropped: actix dropped the connection.
-    pub fn into_body(self, closed: oneshot::Sender<()>) -> OutboundBody {
+    /// The response body that writes this outbox to the client. `closed`, if
+    /// given, is told when the body is dropped: actix dropped the connection.
+    pub fn into_body(self, closed: Option<oneshot::Sender<()>>) -> OutboundBody {
         OutboundBody {
             outbox: self,
             taken: VecDeque::new(),
             buf: BytesMut::new(),
             codec: Codec::new(),
             ended: false,
-            closed: Some(closed),
+            closed,
         }
     }
 }
@@ -355,7 +355,7 @@ mod tests {
     fn body() -> (OutboxSender, OutboundBody, oneshot::Receiver<()>) {
         let (sender, receiver) = outbox(2);
         let (closed, closed_rx) = oneshot::channel();
-        (sender, receiver.into_body(closed), closed_rx)
+        (sender, receiver.into_body(Some(closed)), closed_rx)
     }
 
     #[test]
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn a_long_backlog_is_written_in_chunks_of_bounded_size() {
         let (sender, receiver) = outbox(8);
-        let mut body = receiver.into_body(oneshot::channel().0);
+        let mut body = receiver.into_body(None);
         let big = ByteString::from("x".repeat(40 * 1024));
         for _ in 0..3 {
             sender.try_send(Outbound::Frame(big.clone())).unwrap();

@@ -15,15 +15,13 @@ use serde_json::Value;
 
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
-use crate::outbox::outbox;
+use crate::outbox::{outbox, Outbound, OutboxReceiver, OutboxSender, TrySendError};
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
 
 /// Frames waiting for one connection; a client that falls this far behind is
 /// disconnected rather than allowed to grow the server's memory.
 pub const OUTBOX_CAPACITY: usize = 512;
-
-pub use crate::outbox::{Outbound, OutboxReceiver, OutboxSender, TrySendError};
 
 /// A presence member: one user, on one or more connections.
 #[derive(Debug, Clone)]
@@ -159,7 +157,9 @@ impl App {
         let overflowed = {
             let state = self.read();
             match state.connections.get(socket_id) {
-                Some(conn) => try_deliver(&conn.outbox, outbound, &self.metrics) == Delivery::Full,
+                Some(conn) => {
+                    try_deliver(&conn.outbox, outbound, &self.metrics) == Err(TrySendError::Full)
+                }
                 None => false,
             }
         };
@@ -171,36 +171,40 @@ impl App {
     /// Closes a connection whose outbox overflowed (a client that stopped
     /// reading) and removes it.
     fn disconnect_slow(&self, socket_id: &str) {
-        let reason = "Too slow to read its messages";
-        self.close(socket_id, protocol::code::OVER_CAPACITY, reason);
+        let reason = "Too slow to read its messages".to_owned();
+        self.close(
+            socket_id,
+            Outbound::Close(protocol::code::OVER_CAPACITY, reason),
+        );
     }
 
-    /// Tells a connection why it is closed (`pusher:error`, then the close
-    /// frame, after what is already queued) and removes it at once: from now
-    /// on it receives nothing and what it sends is not relayed, even if the
-    /// client is too slow to read the close.
-    pub fn close(&self, socket_id: &str, code: u16, reason: &str) {
-        let outbox = self
-            .read()
-            .connections
-            .get(socket_id)
-            .map(|c| c.outbox.clone());
-        if let Some(outbox) = outbox {
-            let _ = outbox.try_send(Outbound::Close(code, reason.to_owned()));
-        }
-        self.disconnect(socket_id);
+    /// Removes a connection, as [`App::disconnect`] does, and sends it
+    /// `last` (an [`Outbound::Close`] or [`Outbound::CloseFrame`]) after
+    /// what is already queued. It is removed at once: from now on it receives
+    /// nothing and what it sends is not relayed, even if its client is too
+    /// slow to read the close.
+    pub fn close(&self, socket_id: &str, last: Outbound) {
+        self.remove(socket_id, Some(last));
     }
 
     /// Removes a connection and everything it held: subscriptions, presence
-    /// membership, its signed-in user.
+    /// membership, its signed-in user. What was queued for it is still sent,
+    /// then its connection ends.
     pub fn disconnect(&self, socket_id: &str) {
+        self.remove(socket_id, None);
+    }
+
+    fn remove(&self, socket_id: &str, last: Option<Outbound>) {
         let mut deliveries = Deliveries::new(&self.metrics);
         {
             let mut state = self.write();
             let Some(conn) = state.connections.remove(socket_id) else {
                 return;
             };
-            // Whatever was queued is still sent; then the connection ends.
+            if let Some(last) = last {
+                // A close is taken whatever the outbox holds.
+                let _ = conn.outbox.try_send(last);
+            }
             conn.outbox.finish();
             for channel in &conn.channels {
                 self.leave(&mut state, socket_id, channel, &mut deliveries);
@@ -460,8 +464,11 @@ impl App {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         for socket in &sockets {
-            let reason = "Connection terminated by the app";
-            self.close(socket, protocol::code::UNAUTHORIZED, reason);
+            let reason = "Connection terminated by the app".to_owned();
+            self.close(
+                socket,
+                Outbound::Close(protocol::code::UNAUTHORIZED, reason),
+            );
         }
         sockets.len()
     }
@@ -482,9 +489,9 @@ impl App {
                 }
                 let outbound = Outbound::Frame(frame.clone());
                 match try_deliver(&subscriber.outbox, outbound, &self.metrics) {
-                    Delivery::Queued => reached += 1,
-                    Delivery::Full => overflowed.push(socket.clone()),
-                    Delivery::Closed => {}
+                    Ok(()) => reached += 1,
+                    Err(TrySendError::Full) => overflowed.push(socket.clone()),
+                    Err(TrySendError::Closed) => {}
                 }
             }
         }
@@ -608,7 +615,7 @@ impl App {
     pub fn close_all(&self, code: u16, reason: &str) {
         let sockets: Vec<Arc<str>> = self.read().connections.keys().cloned().collect();
         for socket in sockets {
-            self.close(&socket, code, reason);
+            self.close(&socket, Outbound::Close(code, reason.to_owned()));
         }
     }
 
@@ -639,32 +646,23 @@ impl<'a> Deliveries<'a> {
     }
 
     fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: ByteString) {
-        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) == Delivery::Full {
+        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) == Err(TrySendError::Full) {
             self.overflowed.push(socket.clone());
         }
     }
 }
 
-/// What became of a frame offered to a connection.
-#[derive(Debug, PartialEq, Eq)]
-enum Delivery {
-    Queued,
-    /// The outbox is full (a client that stopped reading): the caller
-    /// disconnects it.
-    Full,
-    /// The connection is closing; the frame is dropped.
-    Closed,
-}
-
-fn try_deliver(outbox: &OutboxSender, outbound: Outbound, metrics: &Metrics) -> Delivery {
-    match outbox.try_send(outbound) {
-        Ok(()) => {
-            metrics.messages_out.inc();
-            Delivery::Queued
-        }
-        Err(TrySendError::Full) => Delivery::Full,
-        Err(TrySendError::Closed) => Delivery::Closed,
-    }
+/// Queues a frame and counts it in `messages_out`. A full outbox (a client
+/// that stopped reading) is for the caller to disconnect; a closed one drops
+/// the frame.
+fn try_deliver(
+    outbox: &OutboxSender,
+    outbound: Outbound,
+    metrics: &Metrics,
+) -> Result<(), TrySendError> {
+    outbox.try_send(outbound)?;
+    metrics.messages_out.inc();
+    Ok(())
 }
 
 fn presence_data(name: &str, channel: Option<&Channel>) -> Option<String> {

@@ -20,7 +20,7 @@ use realtime_core::{
     Pusher, RetryPolicy, ValidationError,
 };
 use realtime_server::connection::Control;
-use realtime_server::registry::Outbound;
+use realtime_server::outbox::Outbound;
 use realtime_server::{App, AppConfig, Server};
 use serde_json::{json, Value};
 

@@ -17,7 +17,7 @@ use actix_web::http::StatusCode;
 use actix_web::{test, web};
 use realtime_core::signing::sign_request;
 use realtime_core::{Credentials, PresenceMember};
-use realtime_server::registry::Outbound;
+use realtime_server::outbox::Outbound;
 use realtime_server::{App, AppConfig, Server};
 use serde_json::{json, Value};
 

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use realtime_core::{Credentials, MasterKey, PresenceMember};
 use realtime_server::connection::Control;
-use realtime_server::outbox::TryRecvError;
+use realtime_server::outbox::{Outbound, TryRecvError};
 use realtime_server::protocol;
-use realtime_server::registry::{Outbound, OUTBOX_CAPACITY};
+use realtime_server::registry::OUTBOX_CAPACITY;
 use realtime_server::{App, AppConfig, Metrics};
 use serde_json::{json, Value};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use realtime_core::Credentials;
 use realtime_server::connection::{Connection, Control};
-use realtime_server::registry::{Outbound, OutboxReceiver};
+use realtime_server::outbox::{Outbound, OutboxReceiver};
 use realtime_server::App;
 use serde_json::Value;
 
