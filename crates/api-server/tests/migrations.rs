@@ -57,3 +57,32 @@ fn unread_counts_are_backfilled_from_the_messages_of_an_existing_database() {
     let counts: Vec<(i64, i64)> = counts.iter().map(|c| (c.id, c.unread_count)).collect();
     assert_eq!(counts, vec![(1, 2), (2, 0)]);
 }
+
+#[test]
+fn reading_messages_the_count_never_knew_of_leaves_it_at_zero() {
+    let db = TestDb::new(Backend::Sqlite);
+    api_server::db::migrate(&db.url).unwrap();
+    let mut conn = db.connect();
+    // Inbound messages written around the counter, as an older build sharing
+    // the database would write them.
+    conn.batch_execute(
+        "INSERT INTO teams (id, name, phone_number, created_at) VALUES (1, 'Acme', '+14155550100', '2026-11-25 00:00:00');
+         INSERT INTO users (id, team_id, email, name, password_hash, created_at) VALUES (1, 1, 'a@example.com', 'A', 'x', '2026-11-25 00:00:00');
+         INSERT INTO contacts (id, team_id, name, phone, created_at, updated_at) VALUES (1, 1, 'Busy', '+14155550101', '2026-11-25 00:00:00', '2026-11-25 00:00:00');
+         INSERT INTO messages (id, team_id, contact_id, direction, body, media, status, created_at) VALUES
+             (1, 1, 1, 'inbound', 'a', '[]', 'received', '2026-11-25 00:00:01'),
+             (2, 1, 1, 'inbound', 'b', '[]', 'received', '2026-11-25 00:00:02');",
+    )
+    .unwrap();
+    let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 25)
+        .unwrap()
+        .and_hms_opt(1, 0, 0)
+        .unwrap();
+    for id in [1, 2] {
+        assert!(api_server::models::message::Message::mark_read(&mut conn, id, 1, at).unwrap());
+    }
+    let counts: Vec<Count> = diesel::sql_query("SELECT id, unread_count FROM contacts")
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(counts[0].unread_count, 0, "not below zero");
+}

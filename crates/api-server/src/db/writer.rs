@@ -88,6 +88,13 @@ impl Writer {
     pub fn start(url: &str) -> Result<Self, DbError> {
         let conn = super::connect(url)?;
         let target = super::describe(url);
+        if !matches!(conn, DbConnection::Sqlite(_)) {
+            // PostgreSQL writes in parallel; its writes go through the pool.
+            return Err(DbError::Connect {
+                target,
+                cause: "the single writer is for SQLite only".into(),
+            });
+        }
         let url = url.to_owned();
         let (queue, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()

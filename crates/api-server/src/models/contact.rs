@@ -20,6 +20,9 @@ pub struct Contact {
     pub phone: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Unread inbound messages, kept by [`Message::create`] and
+    /// [`Message::mark_read`] in the same transaction as the message.
+    pub unread_count: i64,
 }
 
 /// A contact to insert.
@@ -92,8 +95,6 @@ impl Contact {
             .order((contacts::updated_at.desc(), contacts::id.desc()))
             .select(Contact::as_select())
             .load(conn)?;
-        let unread: HashMap<i64, i64> =
-            Message::unread_counts(conn, team_id)?.into_iter().collect();
         let latest: HashMap<i64, Message> = Message::latest_per_contact(conn, team_id)?
             .into_iter()
             .map(|m| (m.contact_id, m))
@@ -104,19 +105,24 @@ impl Contact {
                 id: c.id.to_string(),
                 name: c.name.clone(),
                 phone: c.phone.clone(),
-                unread_count: unread.get(&c.id).copied().unwrap_or(0),
+                unread_count: c.unread_count,
                 last_message: latest.get(&c.id).map(MessageView::from),
             })
             .collect())
     }
 
-    /// One contact as the API shows it.
+    /// One contact as the API shows it. Its unread count is read again: the
+    /// row may have been loaded before the write that changed it.
     pub fn view(&self, conn: &mut DbConnection) -> QueryResult<ContactView> {
+        let unread_count = contacts::table
+            .find(self.id)
+            .select(contacts::unread_count)
+            .first(conn)?;
         Ok(ContactView {
             id: self.id.to_string(),
             name: self.name.clone(),
             phone: self.phone.clone(),
-            unread_count: Message::unread_count(conn, self.id)?,
+            unread_count,
             last_message: Message::latest_of_contact(conn, self.id)?
                 .as_ref()
                 .map(MessageView::from),

@@ -166,7 +166,10 @@ impl Message {
                 .filter(messages::direction.eq(INBOUND))
                 .select(messages::contact_id)
                 .single_value();
+            // Never below zero, whatever wrote the messages before the count
+            // was kept (an older build sharing the database, say).
             diesel::update(contacts::table.filter(contacts::id.nullable().eq(contact_of_inbound)))
+                .filter(contacts::unread_count.gt(0))
                 .set(contacts::unread_count.eq(contacts::unread_count - 1))
                 .execute(conn)?;
         }
@@ -213,25 +216,6 @@ impl Message {
         messages::table
             .find(id)
             .select(Message::as_select())
-            .first(conn)
-    }
-
-    /// Unread inbound messages per contact of a team (contacts with none
-    /// are left out), as kept on the contacts by [`Message::create`] and
-    /// [`Message::mark_read`].
-    pub fn unread_counts(conn: &mut DbConnection, team_id: i64) -> QueryResult<Vec<(i64, i64)>> {
-        contacts::table
-            .filter(contacts::team_id.eq(team_id))
-            .filter(contacts::unread_count.gt(0))
-            .select((contacts::id, contacts::unread_count))
-            .load(conn)
-    }
-
-    /// Unread inbound messages of one contact.
-    pub fn unread_count(conn: &mut DbConnection, contact_id: i64) -> QueryResult<i64> {
-        contacts::table
-            .find(contact_id)
-            .select(contacts::unread_count)
             .first(conn)
     }
 

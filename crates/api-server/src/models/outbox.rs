@@ -55,7 +55,8 @@ impl OutboxRow {
     /// Takes up to `limit` due events to publish now, oldest first, leaving
     /// out `settling` (published, their removal still queued in SQLite's
     /// writer). On PostgreSQL call it inside a transaction and publish before
-    /// committing; on SQLite it reads a snapshot outside any transaction.
+    /// committing; on SQLite it reads outside any transaction (two
+    /// reads, safe because ids only grow and one writer adds them in order).
     ///
     /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so other
     /// instances take other rows. A contact's events are published in order:
@@ -95,7 +96,8 @@ impl OutboxRow {
             .order(outbox::id)
             .select((outbox::id, outbox::contact_id))
             .load(conn)?;
-        // Published already: as good as gone.
+        // Published already, their removal queued: as good as gone. (The
+        // dispatcher passes only published rows here, never ones to retry.)
         queued.retain(|(id, _)| !settling.contains(id));
         Ok(in_order_prefix(rows, &queued))
     }

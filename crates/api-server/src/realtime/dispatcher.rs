@@ -3,8 +3,9 @@
 //! batching up to 10 single-channel events per request, and backing off
 //! (to at most two seconds) while the realtime service is down.
 //!
-//! It runs on its own thread with its own connection and runtime, so a slow
-//! realtime service never holds up a request.
+//! It runs on its own thread and runtime, reading from the pool, so a slow
+//! realtime service never holds up a request. On SQLite it removes what it
+//! published through the process's one writer (`db/writer.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -267,7 +268,7 @@ impl Worker {
         };
         // SQLite: one writer for the whole database, so no lock is held while
         // publishing (requests keep writing meanwhile). The rows are read from
-        // a snapshot and their removal queued in the writer; the next round
+        // a pool connection and their removal queued in the writer; the next round
         // claims while it commits, so events committed meanwhile go out
         // without waiting for it.
         let nothing = HashSet::new();
@@ -280,13 +281,16 @@ impl Worker {
         }
         // One settling write at a time, so their order is kept.
         self.finish_settling();
-        let ids = done
-            .iter()
-            .copied()
-            .chain(retry.iter().map(|r| r.0))
-            .collect();
+        // Only published rows may be left out of the next claim as good as
+        // gone. A row put back for later must still hold back its contact's
+        // later events, so its new time is committed before the next claim.
+        let ids = done.iter().copied().collect();
+        let retrying = !retry.is_empty();
         let write = writer.submit(move |conn| settle(conn, &done, &retry))?;
         self.settling = Some(Settling { ids, write });
+        if retrying {
+            self.finish_settling();
+        }
         Ok(round)
     }
 
