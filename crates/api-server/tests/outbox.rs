@@ -535,7 +535,8 @@ async fn interleaved_reads_on_postgres_leave_the_true_unread_count() {
 /// next claim leaves those events out, and they do not hold back the later
 /// events of the same contact.
 #[test]
-fn a_claim_leaves_out_published_events_whose_removal_is_still_queued() {
+fn a_claim_leaves_out_published_events_whose_removal_is_still_queued_and_waits_behind_retried_ones()
+{
     use api_server::models::outbox::{NewOutboxRow, OutboxRow};
     use std::collections::HashSet;
 
@@ -582,4 +583,7 @@ fn a_claim_leaves_out_published_events_whose_removal_is_still_queued() {
     );
     // A settling event is as good as gone: it breaks no contact's run.
     assert_eq!(claimed(&[2], 10), vec![1, 3, 4]);
+    // An event put back for later is not: its contact's later events wait.
+    OutboxRow::reschedule(&mut conn, &[1], now + chrono::Duration::hours(1)).unwrap();
+    assert_eq!(claimed(&[], 10), vec![4], "2 and 3 wait behind 1");
 }
