@@ -12,6 +12,8 @@
 //! - `trigger`: fires triggers through realtime-core's client with a fixed
 //!   number in flight; reports triggers per second and this client's CPU
 //!   time per trigger.
+//! - `floor`: a bare fan-out server (`floor.rs`) that only writes each event
+//!   to each socket: the reference row beside real servers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 
+mod floor;
 mod frames;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -42,6 +45,18 @@ enum Command {
     Fanout(FanoutArgs),
     /// Trigger as fast as the server answers, with a fixed number in flight.
     Trigger(TriggerArgs),
+    /// Serve the least a fan-out takes, as a reference for `fanout`.
+    Floor(FloorArgs),
+}
+
+#[derive(Args)]
+struct FloorArgs {
+    #[arg(long, default_value_t = 6301)]
+    port: u16,
+    /// Threads writing each event, each to its share of the sockets
+    /// (default: one per core).
+    #[arg(long)]
+    writers: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -129,7 +144,7 @@ fn main() -> Result<(), Error> {
     let cli = Cli::parse();
     // Triggers run on one thread, like the Node SDK they are compared with.
     let runtime = match cli.command {
-        Command::Trigger(_) => tokio::runtime::Builder::new_current_thread()
+        Command::Trigger(_) | Command::Floor(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
         Command::Fanout(ref args) if args.client_threads <= 1 => {
@@ -146,6 +161,10 @@ fn main() -> Result<(), Error> {
         match cli.command {
             Command::Fanout(args) => fanout(args).await,
             Command::Trigger(args) => trigger(args).await,
+            Command::Floor(args) => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                floor::serve(args.port, args.writers.unwrap_or(cores)).await
+            }
         }
     })
 }
