@@ -1,79 +1,210 @@
 //! `realtime-load floor`: the least a server must do to fan an event out, run
-//! beside real servers as a reference row.
+//! beside real servers as reference rows.
 //!
 //! It speaks just enough of the protocol for `fanout` to run against it:
 //! the WebSocket handshake, `pusher:connection_established`, a reply to the
-//! one subscription, and `POST /apps/{id}/events` (unsigned, unchecked).
-//! An event is encoded once and written with one `send` per subscriber, by
-//! one thread per core, each over its own share of the sockets: no task
-//! wake, no queue, no per-connection state. What a real server measures
-//! above this row is its own cost; what this row measures is the kernel's
-//! and the clients' on this machine.
+//! one subscription, and `POST /apps/{id}/events` (unsigned, unchecked). An
+//! event is encoded once, then sent to each subscriber in one of two ways:
+//!
+//! - [`Delivery::Threads`]: one thread per core writes its share of the
+//!   sockets in a loop. No task, no queue, no per-connection state: what a
+//!   real server measures above this is its own cost; what this measures is
+//!   the kernel's and the clients' on this machine.
+//! - [`Delivery::Tasks`]: each socket has a task that waits on its own queue,
+//!   on one single-threaded runtime per core (as actix-web runs its
+//!   workers). The publisher queues the frame and wakes each task: the least
+//!   a server with a task per connection pays.
 //!
 //! Not a server to use: it checks no signature, reads nothing once a client
-//! subscribed, and drops a frame that a socket cannot take at once.
+//! subscribed, and in `Threads` drops a frame a socket cannot take at once.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream as StdTcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
+use clap::ValueEnum;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::{frames, Error};
 
-/// An encoded event for one writing thread, and where it says it is done.
-type Job = (Arc<[u8]>, mpsc::Sender<()>);
-
-/// Sockets of subscribed clients, in one share per writing thread.
-struct Subscribers {
-    shares: Vec<Mutex<Vec<StdTcpStream>>>,
-    /// Where the next subscriber goes (round robin over the shares).
-    next: AtomicUsize,
+/// How the floor server sends an event to its subscribers.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Delivery {
+    /// One thread per core writes its share of the sockets in a loop.
+    Threads,
+    /// A task per socket, woken through its own queue.
+    Tasks,
 }
 
-/// Listens on `port` until killed; `writers` threads write each event.
-pub async fn serve(port: u16, writers: usize) -> Result<(), Error> {
-    let writers = writers.max(1);
-    let subscribers = Arc::new(Subscribers {
-        shares: (0..writers).map(|_| Mutex::new(Vec::new())).collect(),
-        next: AtomicUsize::new(0),
+/// An encoded event.
+type Frame = Arc<[u8]>;
+
+/// A lock that carries on after a panic elsewhere: every value kept under
+/// these locks is whole between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The subscribed sockets, and how an event reaches them.
+enum Subscribers {
+    Threads {
+        /// One share of the sockets per writing thread.
+        shares: Vec<Arc<Mutex<Vec<StdTcpStream>>>>,
+        /// Each thread's job queue: a frame, and where to say it is written.
+        writers: Vec<mpsc::Sender<(Frame, mpsc::Sender<()>)>>,
+        next: AtomicUsize,
+    },
+    Tasks {
+        queues: Mutex<Vec<Arc<Queue>>>,
+        /// Each runtime's inbox of sockets to start a task for.
+        runtimes: Vec<tokio::sync::mpsc::UnboundedSender<(StdTcpStream, Arc<Queue>)>>,
+        next: AtomicUsize,
+    },
+}
+
+/// One socket's queue, in `Tasks`.
+#[derive(Default)]
+struct Queue {
+    frames: Mutex<VecDeque<Frame>>,
+    wake: Notify,
+}
+
+impl Subscribers {
+    fn start(delivery: Delivery, threads: usize) -> Self {
+        match delivery {
+            Delivery::Threads => {
+                let shares: Vec<_> = (0..threads).map(|_| Arc::default()).collect();
+                let writers = shares.iter().cloned().map(write_share).collect();
+                Subscribers::Threads {
+                    shares,
+                    writers,
+                    next: AtomicUsize::new(0),
+                }
+            }
+            Delivery::Tasks => Subscribers::Tasks {
+                queues: Mutex::default(),
+                runtimes: (0..threads).map(|_| run_tasks()).collect(),
+                next: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    fn add(&self, socket: StdTcpStream) -> Result<(), Error> {
+        match self {
+            Subscribers::Threads { shares, next, .. } => {
+                let share = next.fetch_add(1, Ordering::Relaxed) % shares.len();
+                lock(&shares[share]).push(socket);
+            }
+            Subscribers::Tasks {
+                queues,
+                runtimes,
+                next,
+            } => {
+                let queue = Arc::new(Queue::default());
+                lock(queues).push(queue.clone());
+                let runtime = next.fetch_add(1, Ordering::Relaxed) % runtimes.len();
+                runtimes[runtime].send((socket, queue))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `frame` to every subscriber; returns once every share was
+    /// written (`Threads`) or every task was woken (`Tasks`).
+    async fn publish(&self, frame: Frame) -> Result<(), Error> {
+        match self {
+            Subscribers::Threads { writers, .. } => {
+                let (written_to, written) = mpsc::channel();
+                for writer in writers {
+                    writer.send((frame.clone(), written_to.clone()))?;
+                }
+                drop(written_to);
+                tokio::task::spawn_blocking(move || while written.recv().is_ok() {}).await?;
+            }
+            Subscribers::Tasks { queues, .. } => {
+                for queue in lock(queues).iter() {
+                    lock(&queue.frames).push_back(frame.clone());
+                    queue.wake.notify_one();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A thread that writes each frame it is given to every socket of `share`.
+fn write_share(share: Arc<Mutex<Vec<StdTcpStream>>>) -> mpsc::Sender<(Frame, mpsc::Sender<()>)> {
+    let (jobs_to, jobs) = mpsc::channel::<(Frame, mpsc::Sender<()>)>();
+    std::thread::spawn(move || {
+        for (frame, written) in jobs {
+            let mut dropped = 0;
+            for mut socket in lock(&share).iter() {
+                if !matches!(socket.write(&frame), Ok(n) if n == frame.len()) {
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                // Shows in the report as missing deliveries too.
+                eprintln!("floor: {dropped} sockets could not take a frame at once");
+            }
+            let _ = written.send(());
+        }
     });
-    let mut to_writers = Vec::with_capacity(writers);
-    for share in 0..writers {
-        let (to_writer, frames) = mpsc::channel::<Job>();
-        to_writers.push(to_writer);
-        let subscribers = subscribers.clone();
-        std::thread::spawn(move || {
-            for (frame, done) in frames {
-                let sockets = subscribers.shares[share]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let mut dropped = 0;
-                for mut socket in sockets.iter() {
-                    if !matches!(socket.write(&frame), Ok(n) if n == frame.len()) {
-                        dropped += 1;
+    jobs_to
+}
+
+/// A thread running a single-threaded runtime that starts a task for each
+/// socket it is given.
+fn run_tasks() -> tokio::sync::mpsc::UnboundedSender<(StdTcpStream, Arc<Queue>)> {
+    let (sockets_to, mut sockets) =
+        tokio::sync::mpsc::unbounded_channel::<(StdTcpStream, Arc<Queue>)>();
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => return eprintln!("floor: no runtime: {e}"),
+        };
+        let tasks = tokio::task::LocalSet::new();
+        tasks.block_on(&runtime, async move {
+            while let Some((socket, queue)) = sockets.recv().await {
+                tokio::task::spawn_local(async move {
+                    let Ok(mut socket) = TcpStream::from_std(socket) else {
+                        return;
+                    };
+                    loop {
+                        queue.wake.notified().await;
+                        loop {
+                            let next = lock(&queue.frames).pop_front();
+                            let Some(frame) = next else { break };
+                            if socket.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
                     }
-                }
-                if dropped > 0 {
-                    // Shows in the report as missing deliveries too.
-                    eprintln!("floor: {dropped} sockets could not take a frame at once");
-                }
-                let _ = done.send(());
+                });
             }
         });
-    }
-    let to_writers = Arc::new(to_writers);
+    });
+    sockets_to
+}
+
+/// Listens on `port` until killed, with `threads` threads sending events.
+pub async fn serve(port: u16, delivery: Delivery, threads: usize) -> Result<(), Error> {
+    let subscribers = Arc::new(Subscribers::start(delivery, threads.max(1)));
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let subscribers = subscribers.clone();
-        let to_writers = to_writers.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, subscribers, to_writers).await {
+            if let Err(e) = connection(stream, &subscribers).await {
                 eprintln!("floor: a connection failed: {e}");
             }
         });
@@ -83,11 +214,7 @@ pub async fn serve(port: u16, writers: usize) -> Result<(), Error> {
 /// One request at a time from one client: a WebSocket upgrade (after which
 /// the socket joins the subscribers) or triggers over a kept-alive
 /// connection.
-async fn connection(
-    mut stream: TcpStream,
-    subscribers: Arc<Subscribers>,
-    to_writers: Arc<Vec<mpsc::Sender<Job>>>,
-) -> Result<(), Error> {
+async fn connection(mut stream: TcpStream, subscribers: &Subscribers) -> Result<(), Error> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let Some(head_len) = read_head(&mut stream, &mut buf).await? else {
@@ -96,7 +223,7 @@ async fn connection(
         let head = std::str::from_utf8(&buf[..head_len])?.to_owned();
         buf.drain(..head_len);
         if head.starts_with("GET ") {
-            return subscribe(stream, &head, buf, &subscribers).await;
+            return subscribe(stream, &head, buf, subscribers).await;
         }
         let length: usize = header(&head, "content-length")
             .and_then(|v| v.parse().ok())
@@ -113,14 +240,9 @@ async fn connection(
             "channel": trigger["channels"][0],
             "data": trigger["data"],
         });
-        let frame: Arc<[u8]> = text_frame(event.to_string().as_bytes()).into();
-        let (done_to, done) = mpsc::channel();
-        for writer in to_writers.iter() {
-            writer.send((frame.clone(), done_to.clone()))?;
-        }
-        drop(done_to);
-        // Answer once every share was written, as a server's publish does.
-        tokio::task::spawn_blocking(move || while done.recv().is_ok() {}).await?;
+        subscribers
+            .publish(text_frame(event.to_string().as_bytes()).into())
+            .await?;
         stream
             .write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
@@ -130,7 +252,7 @@ async fn connection(
 }
 
 /// Completes the WebSocket handshake and the one subscription, then hands
-/// the socket to a writing thread.
+/// the socket over to the subscribers.
 async fn subscribe(
     mut stream: TcpStream,
     head: &str,
@@ -152,18 +274,9 @@ async fn subscribe(
             return Ok(());
         }
     }
-    let channel = "bench-fanout";
-    let succeeded = format!(
-        r#"{{"event":"pusher_internal:subscription_succeeded","channel":"{channel}","data":"{{}}"}}"#
-    );
+    let succeeded = r#"{"event":"pusher_internal:subscription_succeeded","channel":"bench-fanout","data":"{}"}"#;
     stream.write_all(&text_frame(succeeded.as_bytes())).await?;
-    let socket = stream.into_std()?;
-    let share = subscribers.next.fetch_add(1, Ordering::Relaxed) % subscribers.shares.len();
-    subscribers.shares[share]
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(socket);
-    Ok(())
+    subscribers.add(stream.into_std()?)
 }
 
 /// Reads until `buf` holds a whole request head; its length, or `None` if

@@ -12,8 +12,9 @@
 //! - `trigger`: fires triggers through realtime-core's client with a fixed
 //!   number in flight; reports triggers per second and this client's CPU
 //!   time per trigger.
-//! - `floor`: a bare fan-out server (`floor.rs`) that only writes each event
-//!   to each socket: the reference row beside real servers.
+//! - `floor`: a bare fan-out server (`floor.rs`) that only sends each event
+//!   to each socket, from a thread per core or from a task per socket: the
+//!   reference rows beside real servers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,10 +54,12 @@ enum Command {
 struct FloorArgs {
     #[arg(long, default_value_t = 6301)]
     port: u16,
-    /// Threads writing each event, each to its share of the sockets
-    /// (default: one per core).
+    /// How an event reaches the sockets.
+    #[arg(long, value_enum, default_value_t = floor::Delivery::Threads)]
+    delivery: floor::Delivery,
+    /// Threads sending events (default: one per core).
     #[arg(long)]
-    writers: Option<usize>,
+    threads: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -163,7 +166,8 @@ fn main() -> Result<(), Error> {
             Command::Trigger(args) => trigger(args).await,
             Command::Floor(args) => {
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
-                floor::serve(args.port, args.writers.unwrap_or(cores)).await
+                let threads = args.threads.unwrap_or(cores);
+                floor::serve(args.port, args.delivery, threads).await
             }
         }
     })

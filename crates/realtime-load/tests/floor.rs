@@ -34,9 +34,16 @@ fn wait_for(port: u16) {
 
 #[test]
 fn every_subscriber_of_the_floor_server_gets_every_event() {
+    for delivery in ["threads", "tasks"] {
+        fan_out_through(delivery);
+    }
+}
+
+fn fan_out_through(delivery: &str) {
     let port = free_port();
     let floor = Command::new(LOAD)
-        .args(["floor", "--port", &port.to_string(), "--writers", "2"])
+        .args(["floor", "--port", &port.to_string(), "--threads", "2"])
+        .args(["--delivery", delivery])
         .stderr(Stdio::inherit())
         .spawn()
         .expect("realtime-load floor starts");
@@ -59,8 +66,8 @@ fn every_subscriber_of_the_floor_server_gets_every_event() {
         serde_json::from_slice(&output.stdout).expect("the report is one JSON object");
 
     assert_eq!(report["subscribed"], 30);
-    assert_eq!(report["failed_clients"], 0, "{report}");
-    assert_eq!(report["deliveries"], 120, "{report}");
+    assert_eq!(report["failed_clients"], 0, "{delivery}: {report}");
+    assert_eq!(report["deliveries"], 120, "{delivery}: {report}");
     assert_eq!(report["expected_deliveries"], 120);
     let by_event = report["full_fanout_ms_by_event"]
         .as_array()
