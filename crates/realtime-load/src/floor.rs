@@ -56,8 +56,8 @@ enum Subscribers {
     Threads {
         /// One share of the sockets per writing thread.
         shares: Vec<Arc<Mutex<Vec<StdTcpStream>>>>,
-        /// Each thread's job queue: a frame, and where to say it is written.
-        writers: Vec<mpsc::Sender<(Frame, mpsc::Sender<()>)>>,
+        /// Each writing thread's queue of frames.
+        writers: Vec<mpsc::Sender<Frame>>,
         next: AtomicUsize,
     },
     Tasks {
@@ -115,17 +115,15 @@ impl Subscribers {
         Ok(())
     }
 
-    /// Sends `frame` to every subscriber; returns once every share was
-    /// written (`Threads`) or every task was woken (`Tasks`).
-    async fn publish(&self, frame: Frame) -> Result<(), Error> {
+    /// Sends `frame` to every subscriber; returns once it is handed to each
+    /// writing thread (`Threads`) or queued for each task (`Tasks`), as a
+    /// server answers a trigger once the event is on its way.
+    fn publish(&self, frame: Frame) -> Result<(), Error> {
         match self {
             Subscribers::Threads { writers, .. } => {
-                let (written_to, written) = mpsc::channel();
                 for writer in writers {
-                    writer.send((frame.clone(), written_to.clone()))?;
+                    writer.send(frame.clone())?;
                 }
-                drop(written_to);
-                tokio::task::spawn_blocking(move || while written.recv().is_ok() {}).await?;
             }
             Subscribers::Tasks { queues, .. } => {
                 for queue in lock(queues).iter() {
@@ -139,10 +137,10 @@ impl Subscribers {
 }
 
 /// A thread that writes each frame it is given to every socket of `share`.
-fn write_share(share: Arc<Mutex<Vec<StdTcpStream>>>) -> mpsc::Sender<(Frame, mpsc::Sender<()>)> {
-    let (jobs_to, jobs) = mpsc::channel::<(Frame, mpsc::Sender<()>)>();
+fn write_share(share: Arc<Mutex<Vec<StdTcpStream>>>) -> mpsc::Sender<Frame> {
+    let (frames_to, frames) = mpsc::channel::<Frame>();
     std::thread::spawn(move || {
-        for (frame, written) in jobs {
+        for frame in frames {
             let mut dropped = 0;
             for mut socket in lock(&share).iter() {
                 if !matches!(socket.write(&frame), Ok(n) if n == frame.len()) {
@@ -153,10 +151,9 @@ fn write_share(share: Arc<Mutex<Vec<StdTcpStream>>>) -> mpsc::Sender<(Frame, mps
                 // Shows in the report as missing deliveries too.
                 eprintln!("floor: {dropped} sockets could not take a frame at once");
             }
-            let _ = written.send(());
         }
     });
-    jobs_to
+    frames_to
 }
 
 /// A thread running a single-threaded runtime that starts a task for each
@@ -240,9 +237,7 @@ async fn connection(mut stream: TcpStream, subscribers: &Subscribers) -> Result<
             "channel": trigger["channels"][0],
             "data": trigger["data"],
         });
-        subscribers
-            .publish(text_frame(event.to_string().as_bytes()).into())
-            .await?;
+        subscribers.publish(text_frame(event.to_string().as_bytes()).into())?;
         stream
             .write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
