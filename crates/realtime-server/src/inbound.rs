@@ -282,4 +282,67 @@ mod tests {
         let big = client_frames(vec![Message::Text("x".repeat(11).into())]);
         assert_eq!(read_all(vec![big], 10), [Err("frame too large".into())]);
     }
+
+    /// Whatever bytes arrive, split however they are: no panic, messages
+    /// within the limit, and an error, if any, is the last thing read.
+    #[test]
+    fn any_bytes_in_any_chunks_read_safely() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let valid = client_frames(vec![
+            Message::Text("hello".into()),
+            Message::Continuation(Item::FirstText(Bytes::from_static(b"he"))),
+            Message::Ping(Bytes::from_static(b"p")),
+            Message::Continuation(Item::Last(Bytes::from_static(b"llo"))),
+            Message::Binary(Bytes::from_static(&[0, 1, 2])),
+            Message::Text("x".repeat(40).into()),
+            Message::Close(None),
+        ]);
+        let (mut texts, mut errors) = (0, 0);
+        for round in 0..3_000 {
+            let mut bytes = valid.to_vec();
+            if round % 3 == 0 {
+                // Pure noise.
+                bytes = (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect();
+            } else {
+                // Valid frames with a few bytes changed, cut short or grown.
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..bytes.len());
+                    bytes[at] = rng.gen();
+                }
+                if rng.gen_bool(0.3) {
+                    bytes.truncate(rng.gen_range(0..bytes.len()));
+                }
+                if rng.gen_bool(0.2) {
+                    bytes.extend((0..rng.gen_range(1..20)).map(|_| rng.gen::<u8>()));
+                }
+            }
+            let mut chunks = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(rng.gen_range(1..=rest.len()));
+                chunks.push(Bytes::copy_from_slice(chunk));
+                rest = tail;
+            }
+            let read = read_all(chunks, 64);
+            for (i, item) in read.iter().enumerate() {
+                match item {
+                    Ok(Received::Text(text)) => {
+                        texts += 1;
+                        assert!(text.len() <= 64, "round {round}: {} bytes", text.len());
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        assert_eq!(i, read.len() - 1, "round {round}: read on after an error");
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        // Both paths were exercised, not only the error one.
+        assert!(
+            texts > 1_000 && errors > 1_000,
+            "{texts} texts, {errors} errors"
+        );
+    }
 }
