@@ -237,7 +237,7 @@ async fn connection(mut stream: TcpStream, subscribers: &Subscribers) -> Result<
             "channel": trigger["channels"][0],
             "data": trigger["data"],
         });
-        subscribers.publish(text_frame(event.to_string().as_bytes()).into())?;
+        subscribers.publish(frames::server_text(event.to_string().as_bytes()).into())?;
         stream
             .write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
@@ -261,16 +261,22 @@ async fn subscribe(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
     )
     .into_bytes();
-    answer.extend(text_frame(established.as_bytes()));
+    answer.extend(frames::server_text(established.as_bytes()));
     stream.write_all(&answer).await?;
-    // The client's subscription: one frame, whatever it asks.
+    // The client's subscription: one frame, taken to be `fanout`'s.
     while frames::parse(&buf).is_none() {
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
     }
-    let succeeded = r#"{"event":"pusher_internal:subscription_succeeded","channel":"bench-fanout","data":"{}"}"#;
-    stream.write_all(&text_frame(succeeded.as_bytes())).await?;
+    let succeeded = serde_json::json!({
+        "event": "pusher_internal:subscription_succeeded",
+        "channel": crate::CHANNEL,
+        "data": "{}",
+    });
+    stream
+        .write_all(&frames::server_text(succeeded.to_string().as_bytes()))
+        .await?;
     subscribers.add(stream.into_std()?)
 }
 
@@ -298,38 +304,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// An unmasked text frame, as a server sends it.
-fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x81);
-    match payload.len() {
-        len @ 0..=125 => frame.push(len as u8),
-        len @ 126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_text_frame_is_read_back_by_the_subscribers_parser() {
-        for len in [0, 125, 126, 300, 70_000] {
-            let frame = text_frame(&vec![b'x'; len]);
-            let parsed = frames::parse(&frame).unwrap_or_else(|| unreachable!());
-            assert_eq!((parsed.opcode, parsed.len - parsed.payload_start), (1, len));
-            assert_eq!(parsed.len, frame.len());
-        }
-    }
 
     #[test]
     fn headers_are_found_whatever_their_case() {

@@ -70,6 +70,25 @@ pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// An unmasked text frame, as a server sends it (the floor server's frames).
+pub fn server_text(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(0x80 | TEXT);
+    match payload.len() {
+        len @ 0..=125 => frame.push(len as u8),
+        len @ 126..=0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Reads frames until `expected` bench events arrived or the server closed;
 /// answers each pusher:ping and WebSocket ping on the way. `on_text` gets
 /// every text frame and says whether it was a bench event.
@@ -149,6 +168,19 @@ mod tests {
             Some((10, 65_546))
         );
         assert_eq!(parse(&long[..65_545]), None);
+    }
+
+    #[test]
+    fn a_server_text_frame_of_any_length_is_parsed_back_whole() {
+        for len in [0, 125, 126, 300, 65_535, 70_000] {
+            let frame = server_text(&vec![b'x'; len]);
+            let parsed = parse(&frame).unwrap_or_else(|| unreachable!());
+            assert_eq!(
+                (parsed.opcode, parsed.len - parsed.payload_start),
+                (TEXT, len)
+            );
+            assert_eq!(parsed.len, frame.len());
+        }
     }
 
     #[test]

@@ -145,7 +145,8 @@ struct TriggerArgs {
 
 fn main() -> Result<(), Error> {
     let cli = Cli::parse();
-    // Triggers run on one thread, like the Node SDK they are compared with.
+    // Triggers run on one thread, like the Node SDK they are compared with;
+    // the floor's HTTP side too (its writing threads are its own).
     let runtime = match cli.command {
         Command::Trigger(_) | Command::Floor(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -246,7 +247,7 @@ fn bench_receipt(text: &str) -> (usize, u64) {
     (seq, at.saturating_sub(sent))
 }
 
-/// The channel every subscriber joins.
+/// The channel every subscriber joins (and the floor server answers for).
 const CHANNEL: &str = "bench-fanout";
 
 type Socket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
