@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::registry::{App, SubscribeError};
 use crate::Server;
 
-/// What the driver should do after a frame.
+/// What the reading task ([`read_frames`]) should do after a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Keep reading.
@@ -298,23 +298,26 @@ fn data_of<T: DeserializeOwned>(data: &Value) -> Option<T> {
     }
 }
 
-/// A WebSocket response whose frames come from `outbox`; `closed`, if
-/// given, is told when actix drops the connection.
+/// The upgrade's response, with the frames of `outbox` as its body;
+/// `closed`, if given, is told when actix drops the connection.
 fn websocket_response(
-    req: &HttpRequest,
+    mut handshake: actix_http::ResponseBuilder,
     outbox: OutboxReceiver,
     closed: Option<oneshot::Sender<()>>,
 ) -> actix_web::Result<HttpResponse> {
-    let mut handshake = actix_http::ws::handshake(req.head())?;
     let response = handshake.message_body(BoxBody::new(outbox.into_body(closed)))?;
     Ok(response.into())
 }
 
 /// Accepts the upgrade, then refuses with a protocol error and close code.
-fn refuse_upgrade(req: &HttpRequest, code: u16, message: &str) -> actix_web::Result<HttpResponse> {
+fn refuse_upgrade(
+    handshake: actix_http::ResponseBuilder,
+    code: u16,
+    message: &str,
+) -> actix_web::Result<HttpResponse> {
     let (sender, outbox) = crate::outbox::outbox(1);
     let _ = sender.try_send(Outbound::Close(code, message.to_owned()));
-    websocket_response(req, outbox, None)
+    websocket_response(handshake, outbox, None)
 }
 
 /// `GET /app/{key}`: the WebSocket endpoint.
@@ -324,12 +327,14 @@ pub async fn websocket(
     key: web::Path<String>,
     server: web::Data<Server>,
 ) -> actix_web::Result<HttpResponse> {
+    // Not a WebSocket upgrade: answered by actix (400), before any state.
+    let handshake = actix_http::ws::handshake(req.head())?;
     if server.is_shutting_down() {
-        return refuse_upgrade(&req, code::RECONNECT_NOW, "Server shutting down");
+        return refuse_upgrade(handshake, code::RECONNECT_NOW, "Server shutting down");
     }
     let Some(app) = server.app_by_key(&key) else {
         return refuse_upgrade(
-            &req,
+            handshake,
             code::APP_NOT_FOUND,
             &format!("App key {key} not in this cluster"),
         );
@@ -341,14 +346,14 @@ pub async fn websocket(
     match query.get("protocol").map(|p| p.parse::<u32>()) {
         None | Some(Err(_)) => {
             return refuse_upgrade(
-                &req,
+                handshake,
                 code::INVALID_VERSION_FORMAT,
                 "Invalid version string format",
             );
         }
         Some(Ok(version)) if !protocol::SUPPORTED_PROTOCOLS.contains(&version) => {
             return refuse_upgrade(
-                &req,
+                handshake,
                 code::UNSUPPORTED_PROTOCOL,
                 &format!("Unsupported protocol version {version}"),
             );
@@ -356,10 +361,10 @@ pub async fn websocket(
         Some(Ok(_)) => {}
     }
     let Some((socket_id, outbox)) = app.connect() else {
-        return refuse_upgrade(&req, code::OVER_CAPACITY, "Over capacity");
+        return refuse_upgrade(handshake, code::OVER_CAPACITY, "Over capacity");
     };
     let (closed_tx, closed) = oneshot::channel();
-    let response = match websocket_response(&req, outbox, Some(closed_tx)) {
+    let response = match websocket_response(handshake, outbox, Some(closed_tx)) {
         Ok(response) => response,
         Err(e) => {
             app.disconnect(&socket_id);
@@ -386,7 +391,26 @@ pub async fn websocket(
 
 /// Any other path under `/app`: Pusher answers 4005.
 pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    refuse_upgrade(&req, code::PATH_NOT_FOUND, "Path not found")
+    let handshake = actix_http::ws::handshake(req.head())?;
+    refuse_upgrade(handshake, code::PATH_NOT_FOUND, "Path not found")
+}
+
+/// Removes a connection from its app when its reading task ends, however it
+/// ends (a panic included), with the close frame decided by then, if any.
+struct Leaving {
+    app: Arc<App>,
+    socket_id: Arc<str>,
+    last: Option<Outbound>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        match self.last.take() {
+            // Frames queued before the close are still sent, then the close.
+            Some(last) => self.app.close(&self.socket_id, last),
+            None => self.app.disconnect(&self.socket_id),
+        }
+    }
 }
 
 /// Reads one connection's frames until either side ends it, then removes the
@@ -399,6 +423,11 @@ async fn read_frames(
     mut closed: oneshot::Receiver<()>,
 ) {
     let app = connection.app.clone();
+    let mut leaving = Leaving {
+        app: app.clone(),
+        socket_id: connection.socket_id.clone(),
+        last: None,
+    };
     let activity_timeout = app.config().activity_timeout;
     let pong_timeout = app.config().pong_timeout();
     // One timer for the connection's life, moved rather than rebuilt:
@@ -430,7 +459,10 @@ async fn read_frames(
                         Control::Close(1009, "Frame too large".into())
                     }
                     Some(Err(InboundError::NotUtf8)) => Control::Close(1007, "Invalid UTF-8".into()),
-                    Some(Err(InboundError::Protocol(_))) => Control::Close(1002, "Protocol error".into()),
+                    Some(Err(InboundError::Protocol(why))) => {
+                        tracing::debug!(socket_id = %connection.socket_id, %why, "a client broke the WebSocket protocol");
+                        Control::Close(1002, "Protocol error".into())
+                    }
                 };
                 if let Control::Close(code, reason) = control {
                     break Some((code, reason));
@@ -450,11 +482,5 @@ async fn read_frames(
             }
         }
     };
-    // Frames queued before the close are still sent, then the close frame.
-    match close {
-        Some((code, reason)) => {
-            app.close(connection.socket_id(), Outbound::CloseFrame(code, reason))
-        }
-        None => app.disconnect(connection.socket_id()),
-    }
+    leaving.last = close.map(|(code, reason)| Outbound::CloseFrame(code, reason));
 }

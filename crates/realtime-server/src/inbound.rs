@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
+use actix_http::error::PayloadError;
 use actix_http::ws::{Codec, Frame, Item, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -34,34 +35,52 @@ pub enum InboundError {
     /// A text message that is not UTF-8.
     #[error("text that is not UTF-8")]
     NotUtf8,
-    /// Anything else the protocol forbids: an unmasked frame, a bad opcode,
-    /// a stray continuation, a broken body.
+    /// Anything else the protocol forbids (an unmasked frame, a bad opcode,
+    /// a stray continuation) or a body that broke other than by the client
+    /// going away.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A message arriving in fragments: text is joined, binary (which the
+/// protocol has no use for) only measured.
+#[derive(Debug)]
 enum Fragmented {
-    Text,
-    Binary,
+    Text(BytesMut),
+    Binary(usize),
+}
+
+impl Fragmented {
+    fn len(&self) -> usize {
+        match self {
+            Fragmented::Text(joined) => joined.len(),
+            Fragmented::Binary(len) => *len,
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self {
+            Fragmented::Text(joined) => joined.extend_from_slice(bytes),
+            Fragmented::Binary(len) => *len += bytes.len(),
+        }
+    }
 }
 
 /// Reads a connection's messages from its request body (`web::Payload`, or
-/// any stream of byte chunks).
+/// any stream of byte chunks with its errors).
 pub struct Inbound<S> {
     payload: S,
     buf: BytesMut,
     codec: Codec,
     max_message: usize,
-    /// The message being joined from fragments, and its kind.
-    fragments: Option<(Fragmented, BytesMut)>,
+    /// The message being joined from fragments.
+    fragments: Option<Fragmented>,
     eof: bool,
 }
 
-impl<S, E> Inbound<S>
+impl<S> Inbound<S>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
     /// Frames and joined messages are limited to `max_bytes` each.
     pub fn new(payload: S, max_bytes: usize) -> Self {
@@ -99,6 +118,12 @@ where
             }
             match Pin::new(&mut self.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => self.buf.extend_from_slice(&bytes),
+                // How actix reports a socket closed under a body that never
+                // ends: the client went away, which is the end, not an error.
+                Poll::Ready(Some(Err(PayloadError::Incomplete(_)))) => {
+                    self.eof = true;
+                    self.buf.clear();
+                }
                 Poll::Ready(Some(Err(e))) => {
                     self.eof = true;
                     self.buf.clear();
@@ -113,7 +138,9 @@ where
     /// The next whole message already in the buffer, if any.
     fn decoded(&mut self) -> Result<Option<Received>, InboundError> {
         while let Some(frame) = self.codec.decode(&mut self.buf).map_err(protocol_error)? {
-            let (kind, bytes, last) = match frame {
+            // The codec refuses a message started inside another and a
+            // continuation of nothing, so a fragment always has its place.
+            let (bytes, last) = match frame {
                 Frame::Text(bytes) => return text(bytes).map(Some),
                 Frame::Binary(_) => return Ok(Some(Received::Binary)),
                 Frame::Ping(bytes) => return Ok(Some(Received::Ping(bytes))),
@@ -122,39 +149,30 @@ where
                     return Ok(Some(Received::Close(reason.map(|r| r.code.into()))))
                 }
                 Frame::Continuation(Item::FirstText(bytes)) => {
-                    (Some(Fragmented::Text), bytes, false)
+                    self.fragments = Some(Fragmented::Text(BytesMut::new()));
+                    (bytes, false)
                 }
                 Frame::Continuation(Item::FirstBinary(bytes)) => {
-                    (Some(Fragmented::Binary), bytes, false)
+                    self.fragments = Some(Fragmented::Binary(0));
+                    (bytes, false)
                 }
-                Frame::Continuation(Item::Continue(bytes)) => (None, bytes, false),
-                Frame::Continuation(Item::Last(bytes)) => (None, bytes, true),
+                Frame::Continuation(Item::Continue(bytes)) => (bytes, false),
+                Frame::Continuation(Item::Last(bytes)) => (bytes, true),
             };
-            let joined = match (kind, &mut self.fragments) {
-                (Some(kind), None) => &mut self.fragments.insert((kind, BytesMut::new())).1,
-                (None, Some((_, joined))) => joined,
-                (Some(_), Some(_)) => {
-                    return Err(InboundError::Protocol(
-                        "a fragmented message started inside another".into(),
-                    ))
-                }
-                (None, None) => {
-                    return Err(InboundError::Protocol(
-                        "a continuation frame with no message to continue".into(),
-                    ))
-                }
+            let Some(fragments) = &mut self.fragments else {
+                return Err(InboundError::Protocol(
+                    "a continuation frame with no message to continue".into(),
+                ));
             };
-            if joined.len() + bytes.len() > self.max_message {
+            if fragments.len() + bytes.len() > self.max_message {
                 return Err(InboundError::TooLarge);
             }
-            joined.extend_from_slice(&bytes);
+            fragments.extend(&bytes);
             if last {
-                if let Some((kind, joined)) = self.fragments.take() {
-                    return match kind {
-                        Fragmented::Text => text(joined.freeze()).map(Some),
-                        Fragmented::Binary => Ok(Some(Received::Binary)),
-                    };
-                }
+                return match self.fragments.take() {
+                    Some(Fragmented::Text(joined)) => text(joined.freeze()).map(Some),
+                    _ => Ok(Some(Received::Binary)),
+                };
             }
         }
         Ok(None)
@@ -180,15 +198,14 @@ mod tests {
     use actix_codec::Encoder;
     use actix_http::ws::Message;
     use std::collections::VecDeque;
-    use std::convert::Infallible;
 
-    /// Chunks as a request body delivers them.
-    struct Chunks(VecDeque<Bytes>);
+    /// Chunks as a request body delivers them, ending as `end` says.
+    struct Chunks(VecDeque<Result<Bytes, PayloadError>>);
 
     impl Stream for Chunks {
-        type Item = Result<Bytes, Infallible>;
+        type Item = Result<Bytes, PayloadError>;
         fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
+            Poll::Ready(self.0.pop_front())
         }
     }
 
@@ -203,7 +220,14 @@ mod tests {
     }
 
     fn read_all(chunks: Vec<Bytes>, max: usize) -> Vec<Result<Received, String>> {
-        let mut inbound = Inbound::new(Chunks(chunks.into()), max);
+        read_body(chunks.into_iter().map(Ok).collect(), max)
+    }
+
+    fn read_body(
+        body: Vec<Result<Bytes, PayloadError>>,
+        max: usize,
+    ) -> Vec<Result<Received, String>> {
+        let mut inbound = Inbound::new(Chunks(body.into()), max);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut all = Vec::new();
         while let Poll::Ready(Some(item)) = inbound.poll_next(&mut cx) {
@@ -268,13 +292,35 @@ mod tests {
                 .unwrap();
             buf.freeze()
         };
-        assert_eq!(read_all(vec![unmasked], 10).len(), 1);
+        let read = read_all(vec![unmasked], 10);
+        assert!(
+            matches!(read.as_slice(), [Err(e)] if e.starts_with("protocol error")),
+            "a client frame must be masked: {read:?}"
+        );
 
         let not_utf8 = client_frames(vec![Message::Binary(Bytes::from_static(&[0xff]))]);
         let mut bytes = BytesMut::from(&not_utf8[..]);
         bytes[0] = 0x81; // the same frame, marked as text
         let read = read_all(vec![bytes.freeze()], 10);
         assert_eq!(read, [Err("text that is not UTF-8".into())]);
+    }
+
+    #[test]
+    fn a_client_that_goes_away_ends_the_reading_without_an_error() {
+        let hello = client_frames(vec![Message::Text("hello".into())]);
+        let half = client_frames(vec![Message::Text("cut short".into())]);
+        let read = read_body(
+            vec![
+                Ok(hello),
+                Ok(half.slice(..4)),
+                Err(PayloadError::Incomplete(None)),
+            ],
+            100,
+        );
+        assert_eq!(read, [Ok(Received::Text("hello".into()))]);
+
+        let broken = read_body(vec![Err(PayloadError::EncodingCorrupted)], 100);
+        assert!(matches!(broken.as_slice(), [Err(e)] if e.starts_with("protocol error")));
     }
 
     #[test]

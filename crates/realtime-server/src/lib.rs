@@ -137,14 +137,8 @@ impl Server {
         for app in &self.apps {
             app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
         }
-        // Connections leave their channels as their tasks end; wait for
-        // that, so their channel_vacated and member_removed are flushed too.
-        let deadline = tokio::time::Instant::now() + timeout / 2;
-        while self.apps.iter().any(|a| a.connection_count() > 0)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // `close_all` removed every connection at once, so their
+        // channel_vacated and member_removed are queued for the flush below.
         let flushes = self
             .apps
             .iter()

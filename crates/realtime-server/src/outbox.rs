@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -40,7 +41,8 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    fn ends_the_connection(&self) -> bool {
+    /// Whether this is the connection's last item (a close).
+    pub fn ends_the_connection(&self) -> bool {
         matches!(self, Outbound::Close(..) | Outbound::CloseFrame(..))
     }
 }
@@ -103,6 +105,35 @@ pub struct OutboxSender {
 #[derive(Debug)]
 pub struct OutboxReceiver {
     shared: Arc<Shared>,
+    /// The open connection this reading end stands for, if counted.
+    open: Option<OpenConnections>,
+}
+
+/// How many connections are open: one per counted outbox whose reading end
+/// is alive. The response body holds the reading end until actix drops the
+/// socket, so a connection the app already removed (closed, or too slow to
+/// read its close) still counts until its socket is gone.
+#[derive(Debug, Clone, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// An outbox counted as one open connection until its reading end is
+    /// dropped; `None` when `max` are open already.
+    pub fn outbox(&self, capacity: usize, max: usize) -> Option<(OutboxSender, OutboxReceiver)> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        let (sender, mut receiver) = outbox(capacity);
+        receiver.open = Some(self.clone());
+        Some((sender, receiver))
+    }
 }
 
 /// An outbox holding at most `capacity` frames (a close is always taken).
@@ -121,7 +152,7 @@ pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
         OutboxSender {
             shared: shared.clone(),
         },
-        OutboxReceiver { shared },
+        OutboxReceiver { shared, open: None },
     )
 }
 
@@ -210,6 +241,10 @@ impl Drop for OutboxReceiver {
         queue.reader_gone = true;
         queue.items.clear();
         queue.waker = None;
+        drop(queue);
+        if let Some(open) = &self.open {
+            open.0.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -462,5 +497,59 @@ mod tests {
             sender.try_send(Outbound::Frame("late".into())),
             Err(TrySendError::Closed)
         );
+    }
+
+    /// A waker that counts its wakes.
+    struct Counting(AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_body_is_woken_once_by_the_next_frame_and_by_finish() {
+        let (sender, mut body, _) = body();
+        let wakes = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+
+        assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
+        sender.try_send(Outbound::Frame("one".into())).unwrap();
+        assert_eq!(woken(), 1, "the frame wakes the waiting body");
+        sender.try_send(Outbound::Frame("two".into())).unwrap();
+        assert_eq!(woken(), 1, "a body already woken is not woken again");
+
+        assert!(matches!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
+        sender.finish();
+        assert_eq!(woken(), 2, "finishing wakes the waiting body");
+        assert!(matches!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn open_connections_are_counted_until_their_body_is_dropped() {
+        let open = OpenConnections::default();
+        let (_a, first) = open.outbox(4, 2).unwrap();
+        let (_b, second) = open.outbox(4, 2).unwrap();
+        assert!(open.outbox(4, 2).is_none(), "two at most");
+        assert_eq!(open.count(), 2);
+        let body = first.into_body(None);
+        drop(second);
+        assert_eq!(open.count(), 1);
+        assert!(
+            open.outbox(4, 2).is_some(),
+            "a slot freed, taken and freed again"
+        );
+        drop(body);
+        assert_eq!(open.count(), 0);
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
-use crate::outbox::{outbox, Outbound, OutboxReceiver, OutboxSender, TrySendError};
+use crate::outbox::{OpenConnections, Outbound, OutboxReceiver, OutboxSender, TrySendError};
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
 
@@ -75,6 +75,8 @@ pub enum SubscribeError {
 pub struct App {
     config: AppConfig,
     state: RwLock<State>,
+    /// Open sockets, registered or not: what `max_connections` limits.
+    open: OpenConnections,
     next_socket: AtomicU64,
     metrics: Metrics,
     webhooks: Option<WebhookQueue>,
@@ -86,6 +88,7 @@ impl App {
         App {
             config,
             state: RwLock::new(State::default()),
+            open: OpenConnections::default(),
             next_socket: AtomicU64::new(rand::random::<u32>() as u64),
             metrics,
             webhooks,
@@ -128,13 +131,15 @@ impl App {
     }
 
     /// Registers a new connection, or refuses it when the app is at capacity.
+    /// Capacity counts open sockets: a connection removed from the app
+    /// still holds its place until its socket is gone, so clients that stop
+    /// reading cannot pile up sockets beyond `max_connections`.
     pub fn connect(&self) -> Option<(Arc<str>, OutboxReceiver)> {
-        let (outbox, receiver) = outbox(OUTBOX_CAPACITY);
-        let mut state = self.write();
-        if state.connections.len() >= self.config.max_connections {
-            return None;
-        }
+        let (outbox, receiver) = self
+            .open
+            .outbox(OUTBOX_CAPACITY, self.config.max_connections)?;
         let socket_id = self.new_socket_id();
+        let mut state = self.write();
         state.connections.insert(
             socket_id.clone(),
             Connection {
@@ -152,8 +157,12 @@ impl App {
         Arc::from(format!("{}.{}", n, rand::random::<u32>()))
     }
 
-    /// Sends a frame to one connection.
+    /// Sends a frame to one connection. A close ([`Outbound::Close`],
+    /// [`Outbound::CloseFrame`]) ends it as [`App::close`] does.
     pub fn send_to(&self, socket_id: &str, outbound: Outbound) {
+        if outbound.ends_the_connection() {
+            return self.close(socket_id, outbound);
+        }
         let overflowed = {
             let state = self.read();
             match state.connections.get(socket_id) {
@@ -189,7 +198,8 @@ impl App {
 
     /// Removes a connection and everything it held: subscriptions, presence
     /// membership, its signed-in user. What was queued for it is still sent,
-    /// then its connection ends.
+    /// then its connection ends without a close frame: this is for clients
+    /// that are gone already (use [`App::close`] to tell a client why).
     pub fn disconnect(&self, socket_id: &str) {
         self.remove(socket_id, None);
     }
@@ -487,14 +497,16 @@ impl App {
                 if Some(socket.as_ref()) == except {
                     continue;
                 }
-                let outbound = Outbound::Frame(frame.clone());
-                match try_deliver(&subscriber.outbox, outbound, &self.metrics) {
+                match subscriber.outbox.try_send(Outbound::Frame(frame.clone())) {
                     Ok(()) => reached += 1,
                     Err(TrySendError::Full) => overflowed.push(socket.clone()),
                     Err(TrySendError::Closed) => {}
                 }
             }
         }
+        // Counted once per publish, not once per subscriber: one shared
+        // counter touched 10,000 times would be a hot spot of its own.
+        self.metrics.messages_out.inc_by(reached as u64);
         for socket in overflowed {
             self.disconnect_slow(&socket);
         }
@@ -921,8 +933,19 @@ mod tests {
             "not counted as reached"
         );
         app.send_to(&a, Outbound::Close(4200, "bye".into()));
-        // Its reading task removes it when it ends; until then it stays.
-        assert_eq!(app.connection_count(), 1);
+        assert_eq!(app.connection_count(), 0, "a close sent removes it");
+        assert_eq!(app.publish("news", &frame, None), 0);
+    }
+
+    #[test]
+    fn a_removed_connection_holds_its_place_until_its_socket_is_gone() {
+        let app = app_with(|c| c.max_connections = 1);
+        let (a, body) = app.connect().unwrap();
+        app.close(&a, Outbound::Close(4100, "Too slow".into()));
+        assert_eq!(app.connection_count(), 0);
+        assert!(app.connect().is_none(), "its client has not read the close");
+        drop(body);
+        assert!(app.connect().is_some());
     }
 
     #[test]
