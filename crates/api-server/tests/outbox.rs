@@ -587,3 +587,278 @@ fn a_claim_leaves_out_published_events_whose_removal_is_still_queued_and_waits_b
     OutboxRow::reschedule(&mut conn, &[1], now + chrono::Duration::hours(1)).unwrap();
     assert_eq!(claimed(&[], 10), vec![4], "2 and 3 wait behind 1");
 }
+
+// ---------------------------------------------------------------------------
+// The dispatcher on its own, with a publisher in the test's hands.
+
+/// A publisher that records what it accepts, in order, as
+/// (channel, event name), and fails on request: every batch refused for
+/// good (as a 400 would be), chosen events' single publish failing for a
+/// while (as a 503), every publish taking a while.
+#[derive(Default)]
+struct ScriptedPublisher {
+    accepted: std::sync::Mutex<Vec<(String, String)>>,
+    refuse_batches: bool,
+    /// Event name → how many more times its single publish fails.
+    unavailable_for: std::sync::Mutex<HashMap<String, usize>>,
+    delay: Duration,
+}
+
+impl ScriptedPublisher {
+    fn accepted(&self) -> Vec<(String, String)> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// The accepted event names of `channel`, in order.
+    fn on(&self, channel: &str) -> Vec<String> {
+        self.accepted()
+            .into_iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    fn record(&self, event: &realtime_core::Event) {
+        let channel = event.channels().first().cloned().unwrap_or_default();
+        self.accepted
+            .lock()
+            .unwrap()
+            .push((channel, event.name().to_owned()));
+    }
+}
+
+impl realtime_core::Publisher for ScriptedPublisher {
+    fn publish(
+        &self,
+        event: realtime_core::Event,
+    ) -> realtime_core::BoxFuture<'_, realtime_core::Result<realtime_core::TriggerResponse>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            if let Some(left) = self.unavailable_for.lock().unwrap().get_mut(event.name()) {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(realtime_core::Error::Http {
+                        status: 503,
+                        body: "Service Unavailable".into(),
+                    });
+                }
+            }
+            self.record(&event);
+            Ok(realtime_core::TriggerResponse::default())
+        })
+    }
+
+    fn publish_batch(
+        &self,
+        events: Vec<realtime_core::Event>,
+    ) -> realtime_core::BoxFuture<'_, realtime_core::Result<realtime_core::BatchResponse>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            if self.refuse_batches {
+                return Err(realtime_core::Error::Http {
+                    status: 400,
+                    body: "refused".into(),
+                });
+            }
+            for event in &events {
+                self.record(event);
+            }
+            Ok(realtime_core::BatchResponse::default())
+        })
+    }
+}
+
+/// Migrates `db` and starts a dispatcher on it as the app does (with the
+/// writer on SQLite).
+fn start_dispatcher(
+    db: &TestDb,
+    publisher: std::sync::Arc<ScriptedPublisher>,
+) -> api_server::realtime::dispatcher::Dispatcher {
+    api_server::db::migrate(&db.url).unwrap();
+    let pool = api_server::db::pool(&db.url).unwrap();
+    let writer = match db.backend {
+        Backend::Sqlite => Some(api_server::db::writer::Writer::start(&db.url).unwrap()),
+        Backend::Postgres => None,
+    };
+    api_server::realtime::dispatcher::Dispatcher::start(
+        pool,
+        writer,
+        publisher,
+        api_server::metrics::AppMetrics::new(),
+    )
+    .unwrap()
+}
+
+/// Queues event `name` of `contact` on `channels` (due now).
+fn queue(db: &TestDb, contact: i64, name: &str, channels: &[&str]) {
+    use api_server::models::outbox::{NewOutboxRow, OutboxRow};
+    let now = api_server::models::now();
+    OutboxRow::insert(
+        &mut db.connect(),
+        &NewOutboxRow {
+            team_id: 1,
+            contact_id: Some(contact),
+            event: name,
+            channels: serde_json::to_string(channels).unwrap(),
+            data: "{}".into(),
+            socket_id: None,
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+        },
+    )
+    .unwrap();
+}
+
+/// The rows left in the outbox, as (event name, attempts), by id.
+fn queued(db: &TestDb) -> Vec<(String, i32)> {
+    use api_server::db::schema::outbox;
+    use diesel::prelude::*;
+    outbox::table
+        .order(outbox::id)
+        .select((outbox::event, outbox::attempts))
+        .load(&mut db.connect())
+        .unwrap()
+}
+
+/// Waits until `check` holds (at most 10 s); answers whether it did.
+fn within_10s(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+backend_tests!(
+    an_event_failing_for_a_moment_while_its_refused_batch_is_retried_singly_is_not_overtaken,
+    shutdown_stops_publishing_at_its_deadline_even_in_the_middle_of_a_round,
+);
+
+/// A batch refused for good is retried event by event; when one of those
+/// fails for a moment, its contact's later events wait behind it instead
+/// of going out first.
+async fn an_event_failing_for_a_moment_while_its_refused_batch_is_retried_singly_is_not_overtaken(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend);
+    api_server::db::migrate(&db.url).unwrap();
+    // One batch: contact 7's a1, a2, a3, then contact 8's b1.
+    for (contact, name) in [(7, "a1"), (7, "a2"), (7, "a3"), (8, "b1")] {
+        queue(&db, contact, name, &[&format!("private-contact-{contact}")]);
+    }
+    let publisher = std::sync::Arc::new(ScriptedPublisher {
+        refuse_batches: true,
+        unavailable_for: std::sync::Mutex::new(HashMap::from([("a2".to_owned(), 1)])),
+        ..ScriptedPublisher::default()
+    });
+    let dispatcher = start_dispatcher(&db, publisher.clone());
+    let drained = within_10s(|| queued(&db).is_empty());
+    dispatcher.shutdown(Duration::from_secs(1));
+    assert!(drained, "still queued: {:?}", queued(&db));
+    assert_eq!(publisher.on("private-contact-7"), ["a1", "a2", "a3"]);
+    assert_eq!(publisher.on("private-contact-8"), ["b1"]);
+}
+
+/// No publish starts after the shutdown's deadline, even with most of a
+/// round left (here 40 publishes of 200 ms each): shutdown returns within
+/// the one publish under way, not after the round or its 6 s of grace, and
+/// what was not published stays queued untouched.
+async fn shutdown_stops_publishing_at_its_deadline_even_in_the_middle_of_a_round(backend: Backend) {
+    let db = TestDb::new(backend);
+    api_server::db::migrate(&db.url).unwrap();
+    // Events on two channels each go out one by one.
+    for n in 0..40 {
+        queue(
+            &db,
+            n,
+            &format!("e{n}"),
+            &["private-team-1", "private-user-1"],
+        );
+    }
+    let publisher = std::sync::Arc::new(ScriptedPublisher {
+        delay: Duration::from_millis(200),
+        ..ScriptedPublisher::default()
+    });
+    let dispatcher = start_dispatcher(&db, publisher.clone());
+    assert!(within_10s(|| !publisher.accepted().is_empty()));
+    let started = Instant::now();
+    dispatcher.shutdown(Duration::ZERO);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    let published = publisher.accepted().len();
+    assert!(published < 40, "the whole round went out");
+    // The thread has ended: nothing more goes out, nothing more is removed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(publisher.accepted().len(), published);
+    let left = queued(&db);
+    assert_eq!(left.len(), 40 - published, "{left:?}");
+    assert!(
+        left.iter().all(|(_, attempts)| *attempts == 0),
+        "left untouched: {left:?}"
+    );
+}
+
+/// When removing published events fails for a while, they are not
+/// published again after their contact's later events (a stale event after
+/// a fresh one): they are left out of the claims and their removal is tried
+/// again until it commits.
+#[test]
+fn a_published_event_whose_removal_fails_for_a_while_is_not_published_again() {
+    use diesel::connection::SimpleConnection;
+
+    let db = TestDb::new(Backend::Sqlite);
+    api_server::db::migrate(&db.url).unwrap();
+    // Another connection to the file makes every removal fail.
+    db.connect()
+        .batch_execute(
+            "CREATE TRIGGER no_delete BEFORE DELETE ON outbox \
+             BEGIN SELECT RAISE(FAIL, 'held'); END;",
+        )
+        .unwrap();
+    let publisher = std::sync::Arc::new(ScriptedPublisher::default());
+    let dispatcher = start_dispatcher(&db, publisher.clone());
+    let channel = "private-contact-7";
+    queue(&db, 7, "a", &[channel]);
+    dispatcher.wake();
+    assert!(within_10s(|| publisher
+        .on(channel)
+        .contains(&"a".to_owned())));
+    queue(&db, 7, "b", &[channel]);
+    dispatcher.wake();
+    assert!(within_10s(|| publisher
+        .on(channel)
+        .contains(&"b".to_owned())));
+    // Both are still queued: their removal fails.
+    assert_eq!(queued(&db).len(), 2);
+    db.connect()
+        .batch_execute("DROP TRIGGER no_delete;")
+        .unwrap();
+    let drained = within_10s(|| queued(&db).is_empty());
+    dispatcher.shutdown(Duration::from_secs(1));
+    assert!(drained, "still queued: {:?}", queued(&db));
+    assert_eq!(publisher.on(channel), ["a", "b"]);
+}
+
+/// On SQLite the dispatcher must settle through the writer: publishing
+/// inside a write transaction of its own would hold the one write lock.
+#[test]
+fn the_dispatcher_refuses_a_sqlite_database_without_its_writer() {
+    let db = TestDb::new(Backend::Sqlite);
+    api_server::db::migrate(&db.url).unwrap();
+    let refused = api_server::realtime::dispatcher::Dispatcher::start(
+        api_server::db::pool(&db.url).unwrap(),
+        None,
+        std::sync::Arc::new(ScriptedPublisher::default()),
+        api_server::metrics::AppMetrics::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::InvalidInput,
+        "{refused}"
+    );
+}

@@ -47,13 +47,15 @@ async fn writer_with_table() -> (std::sync::Arc<TestDb>, Writer) {
     (db, writer)
 }
 
-/// Queues `work` on the writer from a task of its own; answers its result.
+/// Queues `work` on the writer now (so the order of the calls is the order
+/// of the queue, with no sleep to wait for a task to get there); a task of
+/// its own waits for the answer.
 fn spawn_write<T: Send + 'static>(
     writer: &Writer,
     work: impl FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
 ) -> tokio::task::JoinHandle<Result<T, AppError>> {
-    let writer = writer.clone();
-    tokio::spawn(async move { writer.run(work).await })
+    let pending = writer.submit(work).unwrap();
+    tokio::spawn(pending.wait())
 }
 
 /// Holds the writer inside a write until `release` is sent, so the writes
@@ -77,34 +79,61 @@ fn hold(writer: &Writer) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
 
 #[actix_web::test]
 async fn a_caller_hears_back_only_once_its_write_is_committed() {
+    use futures_util::FutureExt;
+
     let (db, writer) = writer_with_table().await;
     let (release_first, first) = hold(&writer);
-    let write = spawn_write(&writer, |conn| insert(conn, 7));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the held write, so both of these form the next group.
+    let mut write = Box::pin(writer.submit(|conn| insert(conn, 7)).unwrap().wait());
     // A second write in the same group, behind it, that holds the group open.
+    let (second_started, has_second_started) = mpsc::channel::<()>();
     let (release_second, second_released) = mpsc::channel::<()>();
-    let holder = writer.clone();
-    let second = tokio::task::spawn_blocking(move || {
-        holder
-            .run_blocking(move |_| {
-                second_released
-                    .recv_timeout(Duration::from_secs(10))
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = writer
+        .submit(move |_| {
+            second_started.send(()).unwrap();
+            second_released
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
     release_first.send(()).unwrap();
     first.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Its insert has run, but the group has not committed: no answer yet.
-    assert!(!write.is_finished(), "answered before the commit");
+    has_second_started
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap();
+    // Its insert has run, but the group has not committed: no answer yet
+    // (an answer sent before the commit would be waiting by now).
+    assert!(
+        (&mut write).now_or_never().is_none(),
+        "answered before the commit"
+    );
     assert!(values(&mut db.connect()).is_empty());
     release_second.send(()).unwrap();
-    second.await.unwrap();
-    write.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || second.wait_blocking())
+        .await
+        .unwrap()
+        .unwrap();
+    write.await.unwrap();
     assert_eq!(values(&mut db.connect()), vec![7]);
+}
+
+/// A PostgreSQL URL is refused for what it is, before any connection is
+/// tried: nothing listens on port 1, so connecting first would fail
+/// differently.
+#[test]
+fn the_writer_refuses_a_postgres_url_without_connecting() {
+    let refused = Writer::start("postgres://postgres@127.0.0.1:1/x").unwrap_err();
+    assert!(
+        matches!(refused, api_server::db::DbError::SqliteOnly { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("the single writer is for SQLite only"),
+        "{refused}"
+    );
 }
 
 #[actix_web::test]
@@ -120,8 +149,6 @@ async fn a_failing_write_undoes_only_its_own_statements_in_a_shared_group() {
         })
     });
     let last = spawn_write(&writer, |conn| insert(conn, 3));
-    // Let all three reach the queue behind the held write.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
     held.await.unwrap();
     first.await.unwrap().unwrap();
@@ -146,7 +173,6 @@ async fn a_panicking_write_is_answered_with_an_error_and_the_writer_goes_on() {
         })
     });
     let beside = spawn_write(&writer, |conn| insert(conn, 3));
-    tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
     held.await.unwrap();
     assert!(matches!(
@@ -165,10 +191,7 @@ async fn writes_are_committed_in_the_order_they_arrive() {
     let mut answers = Vec::new();
     for v in 0..200 {
         answers.push(spawn_write(&writer, move |conn| insert(conn, v)));
-        // Each spawned task must have queued before the next one starts.
-        tokio::task::yield_now().await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
     held.await.unwrap();
     for answer in answers {

@@ -64,6 +64,14 @@ pub enum DbError {
         /// What went wrong.
         cause: String,
     },
+    /// SQLite's single writer was asked to open another database.
+    #[error(
+        "the single writer is for SQLite only, not {target}: PostgreSQL writes through the pool"
+    )]
+    SqliteOnly {
+        /// The database asked for (no password).
+        target: String,
+    },
     /// A migration failed.
     #[error("migrations failed: {0}")]
     Migration(String),

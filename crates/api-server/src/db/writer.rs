@@ -8,7 +8,9 @@
 //! round takes every job queued so far into one `BEGIN IMMEDIATE`
 //! transaction (group commit), each job in its own savepoint so a failing
 //! job undoes only its own statements. Answers go out after the commit, so
-//! a caller never hears of a write that is not durable.
+//! a caller never hears of a write that is not committed. (With WAL and
+//! `synchronous=NORMAL` a commit may still be lost to a power failure or
+//! an operating-system crash, though not to a crash of this process.)
 //!
 //! Other processes on the same file (a CLI command, a second instance) still
 //! meet this one through SQLite's lock and busy timeout.
@@ -84,17 +86,15 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the writer's own connection to the SQLite file at `url` and
-    /// starts its thread.
+    /// starts its thread. A PostgreSQL `url` is refused before anything is
+    /// opened: PostgreSQL writes in parallel, through the pool, and a
+    /// connection error would only hide the real mistake.
     pub fn start(url: &str) -> Result<Self, DbError> {
-        let conn = super::connect(url)?;
         let target = super::describe(url);
-        if !matches!(conn, DbConnection::Sqlite(_)) {
-            // PostgreSQL writes in parallel; its writes go through the pool.
-            return Err(DbError::Connect {
-                target,
-                cause: "the single writer is for SQLite only".into(),
-            });
+        if super::Backend::of(url) != super::Backend::Sqlite {
+            return Err(DbError::SqliteOnly { target });
         }
+        let conn = super::connect(url)?;
         let url = url.to_owned();
         let (queue, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()

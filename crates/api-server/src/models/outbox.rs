@@ -53,8 +53,9 @@ impl OutboxRow {
     }
 
     /// Takes up to `limit` due events to publish now, oldest first, leaving
-    /// out `settling` (published, their removal still queued in SQLite's
-    /// writer). On PostgreSQL call it inside a transaction and publish before
+    /// out `published` (published already, their removal not committed yet:
+    /// still queued in SQLite's writer, or failed and to be tried again).
+    /// On PostgreSQL call it inside a transaction and publish before
     /// committing; on SQLite it reads outside any transaction (two
     /// reads, safe because ids only grow and one writer adds them in order).
     ///
@@ -67,13 +68,16 @@ impl OutboxRow {
         conn: &mut DbConnection,
         now: NaiveDateTime,
         limit: i64,
-        settling: &HashSet<i64>,
+        published: &HashSet<i64>,
     ) -> QueryResult<Vec<OutboxRow>> {
+        // Left out in SQL, so `limit` counts only claimable rows and no more
+        // rows than that are read. (An empty list is rendered as `1=1`.)
         let due = outbox::table
             .filter(outbox::next_attempt_at.le(now))
+            .filter(outbox::id.ne_all(published.iter().copied().collect::<Vec<_>>()))
             .order(outbox::id)
-            .limit(limit + settling.len() as i64);
-        let mut rows: Vec<OutboxRow> = match conn {
+            .limit(limit);
+        let rows: Vec<OutboxRow> = match conn {
             DbConnection::Postgresql(pg) => due
                 .select(OutboxRow::as_select())
                 .for_update()
@@ -82,8 +86,6 @@ impl OutboxRow {
             // SQLite: one process writes (db/writer.rs), so nothing to lock.
             DbConnection::Sqlite(sqlite) => due.select(OutboxRow::as_select()).load(sqlite)?,
         };
-        rows.retain(|r| !settling.contains(&r.id));
-        rows.truncate(usize::try_from(limit).unwrap_or(0));
         let contacts: HashSet<i64> = rows.iter().filter_map(|r| r.contact_id).collect();
         if contacts.is_empty() {
             return Ok(rows);
@@ -96,9 +98,9 @@ impl OutboxRow {
             .order(outbox::id)
             .select((outbox::id, outbox::contact_id))
             .load(conn)?;
-        // Published already, their removal queued: as good as gone. (The
+        // Published already, their removal pending: as good as gone. (The
         // dispatcher passes only published rows here, never ones to retry.)
-        queued.retain(|(id, _)| !settling.contains(id));
+        queued.retain(|(id, _)| !published.contains(id));
         Ok(in_order_prefix(rows, &queued))
     }
 

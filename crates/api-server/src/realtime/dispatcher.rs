@@ -7,7 +7,7 @@
 //! realtime service never holds up a request. On SQLite it removes what it
 //! published through the process's one writer (`db/writer.rs`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,11 @@ use crate::models::outbox::OutboxRow;
 
 /// Events claimed per round.
 const ROUND_SIZE: i64 = 1000;
+/// Published events whose removal failed, at most, before the dispatcher
+/// stops claiming and only retries their removal: the next claims leave
+/// them out one by one in SQL, which must stay well under SQLite's limit of
+/// bound parameters (32766).
+const MAX_UNSETTLED: usize = 10 * ROUND_SIZE as usize;
 /// How often the outbox is looked at when nothing woke the dispatcher
 /// (other instances' events, retries).
 const POLL: Duration = Duration::from_millis(500);
@@ -46,13 +51,37 @@ pub struct Dispatcher {
 type DrainUntil = Arc<std::sync::Mutex<Option<Instant>>>;
 
 impl Dispatcher {
-    /// Starts the dispatcher thread.
+    /// Starts the dispatcher thread. `writer` is SQLite's one writer, and
+    /// required on SQLite: there a round must not settle in a write
+    /// transaction of its own, which would hold the database's one write
+    /// lock while publishing and keep every request waiting. On PostgreSQL
+    /// there is none. A mismatch is refused (`InvalidInput`).
     pub fn start(
         pool: DbPool,
         writer: Option<Writer>,
         publisher: Arc<dyn Publisher>,
         metrics: AppMetrics,
     ) -> std::io::Result<Self> {
+        let sqlite = {
+            let conn = pool.get().map_err(std::io::Error::other)?;
+            matches!(*conn, DbConnection::Sqlite(_))
+        };
+        let settlement = match (sqlite, writer) {
+            (true, Some(writer)) => Settlement::Writer(writer),
+            (false, None) => Settlement::InRound,
+            (true, None) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the outbox dispatcher needs SQLite's writer on a SQLite database",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the outbox dispatcher takes no SQLite writer on a PostgreSQL database",
+                ))
+            }
+        };
         let wake = Arc::new(Notify::new());
         let drain_until = DrainUntil::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,8 +89,9 @@ impl Dispatcher {
             .build()?;
         let worker = Worker {
             pool,
-            writer,
+            settlement,
             settling: None,
+            unsettled: HashSet::new(),
             publisher,
             metrics,
             wake: wake.clone(),
@@ -83,9 +113,18 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Publishes what is still queued (for at most `timeout`), then stops;
+    /// Publishes what is still queued (for at most `timeout`), then stops.
+    ///
+    /// No group of events starts publishing after the deadline, so at most
+    /// one publish is still under way then, and it ends within the
+    /// publisher's own timeout (5 s); the 6 s of grace past the deadline
+    /// leaves room for it and for removing what it published. Normally this
     /// returns once the dispatcher's thread has ended, so nothing of it runs
-    /// on (against the database or the realtime service) after this.
+    /// on (against the database or the realtime service) after this. If the
+    /// thread has not ended by then (a publisher that ignores its timeout, a
+    /// database that does not answer) it gives up waiting and returns while
+    /// the thread still runs, logging a warning; what is unpublished stays
+    /// queued for the next start.
     pub fn shutdown(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         *self.drain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
@@ -94,8 +133,8 @@ impl Dispatcher {
         let Some(thread) = thread else {
             return;
         };
-        // A round under way when the deadline passes ends within the
-        // publisher's own timeout (5 s); wait for that too.
+        // A publish under way when the deadline passes ends within the
+        // publisher's own timeout; wait for that too.
         let give_up = deadline + PUBLISH_GRACE;
         while !thread.is_finished() && Instant::now() < give_up {
             std::thread::sleep(Duration::from_millis(10));
@@ -103,26 +142,41 @@ impl Dispatcher {
         if thread.is_finished() {
             let _ = thread.join();
         } else {
-            tracing::warn!("the outbox dispatcher did not stop in time; unpublished events stay queued for the next start");
+            tracing::warn!("the outbox dispatcher did not stop in time and is left running; unpublished events stay queued for the next start");
         }
     }
 }
 
-/// How long past its deadline a stopping dispatcher's last round may take.
+/// How long past its deadline a stopping dispatcher may take: the one
+/// publish under way (the publisher's timeout is 5 s) and the removal of
+/// what was published.
 const PUBLISH_GRACE: Duration = Duration::from_secs(6);
 
 struct Worker {
     pool: DbPool,
-    /// SQLite's one writer, which settles published rows; without it
-    /// (PostgreSQL) a round claims, publishes and settles in one transaction.
-    writer: Option<Writer>,
+    /// How published and failed rows are settled.
+    settlement: Settlement,
     /// The last round's settling write, still queued in the writer.
     settling: Option<Settling>,
+    /// Published rows whose removal failed (SQLite). They are left out of
+    /// every claim, or they would go out again after later events of their
+    /// contact, and their removal is queued again with the next settling
+    /// write; only a committed removal clears them.
+    unsettled: HashSet<i64>,
     publisher: Arc<dyn Publisher>,
     metrics: AppMetrics,
     wake: Arc<Notify>,
     drain_until: DrainUntil,
     runtime: tokio::runtime::Runtime,
+}
+
+/// How a round settles what it published and what failed.
+enum Settlement {
+    /// SQLite: through the process's one writer, no lock held while
+    /// publishing.
+    Writer(Writer),
+    /// PostgreSQL: a round claims, publishes and settles in one transaction.
+    InRound,
 }
 
 /// Published rows whose removal is queued in the writer: the next round
@@ -216,7 +270,9 @@ impl Worker {
             };
             match (round, drain_until) {
                 (Round::Idle, Some(_)) => break,
-                (_, Some(deadline)) if Instant::now() > deadline => {
+                // Read afresh: a round under way stops at the deadline even
+                // when shutdown was asked for after it began.
+                _ if self.past_deadline() => {
                     tracing::warn!(
                         "outbox not drained at shutdown; the events stay queued for the next start"
                     );
@@ -236,12 +292,23 @@ impl Worker {
         self.finish_settling();
     }
 
+    /// Whether shutdown was asked for and its deadline has passed.
+    fn past_deadline(&self) -> bool {
+        self.drain_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|deadline| Instant::now() > deadline)
+    }
+
     /// Waits for the last round's settling write.
     fn finish_settling(&mut self) {
         if let Some(settling) = self.settling.take() {
             if let Err(e) = settling.write.wait_blocking() {
-                // The rows stay queued and go out again: at least once.
+                // The rows stay queued; their removal is tried again with the
+                // next settling write (or, after a restart, they go out
+                // again: at least once).
                 tracing::warn!(error = %e, "published events could not be removed from the outbox");
+                self.unsettled.extend(settling.ids);
             }
         }
     }
@@ -256,37 +323,58 @@ impl Worker {
     fn round(&mut self) -> Result<Round, crate::error::AppError> {
         let mut conn = self.pool.get()?;
         let now = crate::models::now();
-        let Some(writer) = self.writer.clone() else {
-            // PostgreSQL: the claimed rows stay locked until the round
-            // commits, so another instance never publishes them too.
-            return write_transaction(&mut conn, |conn| {
-                let rows = OutboxRow::claim(conn, now, ROUND_SIZE, &HashSet::new())?;
-                let (round, done, retry) = self.publish_rows(rows);
-                settle(conn, &done, &retry)?;
-                Ok(round)
-            });
+        let writer = match &self.settlement {
+            Settlement::Writer(writer) => writer.clone(),
+            Settlement::InRound => {
+                // PostgreSQL: the claimed rows stay locked until the round
+                // commits, so another instance never publishes them too.
+                return write_transaction(&mut conn, |conn| {
+                    let rows = OutboxRow::claim(conn, now, ROUND_SIZE, &HashSet::new())?;
+                    let (round, done, retry) = self.publish_rows(rows);
+                    settle(conn, &done, &retry)?;
+                    Ok(round)
+                });
+            }
         };
         // SQLite: one writer for the whole database, so no lock is held while
         // publishing (requests keep writing meanwhile). The rows are read from
         // a pool connection and their removal queued in the writer; the next round
         // claims while it commits, so events committed meanwhile go out
         // without waiting for it.
-        let nothing = HashSet::new();
-        let settling = self.settling.as_ref().map_or(&nothing, |s| &s.ids);
-        let rows = OutboxRow::claim(&mut conn, now, ROUND_SIZE, settling)?;
+        let rows = if self.unsettled.len() >= MAX_UNSETTLED {
+            // Removing failed for a while: only try that again.
+            Vec::new()
+        } else {
+            let mut published = self.unsettled.clone();
+            if let Some(settling) = &self.settling {
+                published.extend(settling.ids.iter().copied());
+            }
+            OutboxRow::claim(&mut conn, now, ROUND_SIZE, &published)?
+        };
         drop(conn);
         let (round, done, retry) = self.publish_rows(rows);
-        if done.is_empty() && retry.is_empty() {
+        if done.is_empty() && retry.is_empty() && self.unsettled.is_empty() {
             return Ok(round);
         }
-        // One settling write at a time, so their order is kept.
+        // Claims leave out only the unsettled rows and one settling set, the
+        // one in `self.settling`; before that is replaced, its write must be
+        // answered, so that its rows are either gone or unsettled (and
+        // still left out). The writer's queue keeps the writes' order anyway.
         self.finish_settling();
         // Only published rows may be left out of the next claim as good as
         // gone. A row put back for later must still hold back its contact's
         // later events, so its new time is committed before the next claim.
-        let ids = done.iter().copied().collect();
+        let mut ids = std::mem::take(&mut self.unsettled);
+        ids.extend(done.iter().copied());
+        let delete: Vec<i64> = ids.iter().copied().collect();
         let retrying = !retry.is_empty();
-        let write = writer.submit(move |conn| settle(conn, &done, &retry))?;
+        let write = match writer.submit(move |conn| settle(conn, &delete, &retry)) {
+            Ok(write) => write,
+            Err(e) => {
+                self.unsettled = ids;
+                return Err(e);
+            }
+        };
         self.settling = Some(Settling { ids, write });
         if retrying {
             self.finish_settling();
@@ -304,6 +392,12 @@ impl Worker {
         let mut retry: Vec<(i64, i32)> = Vec::new();
         let mut failed = false;
         for group in groups(rows) {
+            if self.past_deadline() {
+                // Shutting down: no new publish starts after the deadline,
+                // so the shutdown's grace covers the one under way. The
+                // rest stay queued as they are, for the next start.
+                break;
+            }
             if failed {
                 // An earlier event failed: later ones wait, to keep order.
                 retry.extend(group.rows().iter().map(|r| (r.id, r.attempts)));
@@ -315,6 +409,16 @@ impl Worker {
                     // One bad event must not block the rest: retry singly and
                     // drop only what is refused on its own.
                     for row in group.rows() {
+                        if failed {
+                            // Put back behind the one that failed, to keep
+                            // the contact's order.
+                            retry.push((row.id, row.attempts));
+                            continue;
+                        }
+                        if self.past_deadline() {
+                            // Neither done nor retried: still queued.
+                            break;
+                        }
                         match self.publish(&Group::Single(row.clone())) {
                             Ok(()) => done.push(row.id),
                             Err(e) if is_permanent(&e) => {
@@ -379,7 +483,8 @@ impl Worker {
     }
 }
 
-/// Deletes published rows and puts failed ones back with their backoff.
+/// Deletes published rows and puts failed ones back with their backoff:
+/// one update per number of attempts, as the backoff depends only on it.
 fn settle(
     conn: &mut DbConnection,
     done: &[i64],
@@ -387,9 +492,13 @@ fn settle(
 ) -> Result<(), crate::error::AppError> {
     OutboxRow::delete(conn, done)?;
     let now = crate::models::now();
+    let mut by_attempts: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for (id, attempts) in retry {
-        let at = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_default();
-        OutboxRow::reschedule(conn, &[*id], at)?;
+        by_attempts.entry(*attempts).or_default().push(*id);
+    }
+    for (attempts, ids) in by_attempts {
+        let at = now + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default();
+        OutboxRow::reschedule(conn, &ids, at)?;
     }
     Ok(())
 }
