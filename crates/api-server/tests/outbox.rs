@@ -537,31 +537,16 @@ async fn interleaved_reads_on_postgres_leave_the_true_unread_count() {
 #[test]
 fn a_claim_leaves_out_published_events_whose_removal_is_still_queued_and_waits_behind_retried_ones()
 {
-    use api_server::models::outbox::{NewOutboxRow, OutboxRow};
+    use api_server::models::outbox::OutboxRow;
     use std::collections::HashSet;
 
     let db = TestDb::new(Backend::Sqlite);
     api_server::db::migrate(&db.url).unwrap();
-    let mut conn = db.connect();
-    let now = api_server::models::now();
     // Contact 7: events 1, 2, 3; contact 8: event 4.
     for contact in [7, 7, 7, 8] {
-        OutboxRow::insert(
-            &mut conn,
-            &NewOutboxRow {
-                team_id: 1,
-                contact_id: Some(contact),
-                event: "message:created",
-                channels: r#"["private-contact-7"]"#.into(),
-                data: "{}".into(),
-                socket_id: None,
-                attempts: 0,
-                next_attempt_at: now,
-                created_at: now,
-            },
-        )
-        .unwrap();
+        queue(&db, contact, "message:created", &["private-contact-7"]);
     }
+    let now = api_server::models::now();
     let claimed = |settling: &[i64], limit| -> Vec<i64> {
         let settling: HashSet<i64> = settling.iter().copied().collect();
         OutboxRow::claim(&mut db.connect(), now, limit, &settling)
@@ -584,7 +569,7 @@ fn a_claim_leaves_out_published_events_whose_removal_is_still_queued_and_waits_b
     // A settling event is as good as gone: it breaks no contact's run.
     assert_eq!(claimed(&[2], 10), vec![1, 3, 4]);
     // An event put back for later is not: its contact's later events wait.
-    OutboxRow::reschedule(&mut conn, &[1], now + chrono::Duration::hours(1)).unwrap();
+    OutboxRow::reschedule(&mut db.connect(), &[1], now + chrono::Duration::hours(1)).unwrap();
     assert_eq!(claimed(&[], 10), vec![4], "2 and 3 wait behind 1");
 }
 
