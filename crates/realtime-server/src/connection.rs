@@ -58,7 +58,7 @@ impl Connection {
     }
 
     fn reply(&self, frame: bytestring::ByteString) {
-        self.send(Outbound::Frame(frame));
+        self.send(Outbound::Frame(frame.into()));
     }
 
     fn send(&self, outbound: Outbound) {
@@ -374,10 +374,7 @@ pub async fn websocket(
     let activity_timeout = app.config().activity_timeout.as_secs();
     app.send_to(
         &socket_id,
-        Outbound::Frame(protocol::connection_established(
-            &socket_id,
-            activity_timeout,
-        )),
+        Outbound::Frame(protocol::connection_established(&socket_id, activity_timeout).into()),
     );
     // Frames, and messages joined from fragments, are limited alike.
     let inbound = Inbound::new(body, app.config().max_frame_bytes);
@@ -477,7 +474,7 @@ async fn read_frames(
                 }
                 pinged = true;
                 idle.as_mut().reset(tokio::time::Instant::now() + pong_timeout);
-                connection.send(Outbound::Frame(protocol::ping()));
+                connection.send(Outbound::Frame(protocol::ping().into()));
                 connection.send(Outbound::Ping(Bytes::new()));
             }
         }

@@ -2,8 +2,9 @@
 //! connection's HTTP response body ([`OutboundBody`]) and written to the
 //! socket by actix's own connection task.
 //!
-//! A fan-out pushes one frame into each subscriber's outbox and wakes that
-//! connection's task, which encodes and writes it. No task of our own, and no
+//! A fan-out encodes its event once ([`TextFrame`]), pushes a reference to
+//! it into each subscriber's outbox and wakes that connection's task, which
+//! hands the bytes to actix to write. No task of our own, and no
 //! second channel, sits between the push and the socket: on a 2-core machine
 //! each hop saved per delivery is CPU left for the deliveries still to make.
 
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use actix_codec::Encoder;
-use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message, OpCode, Parser};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -23,11 +24,65 @@ use tokio::sync::oneshot;
 
 use crate::protocol;
 
+/// A WebSocket text frame, encoded for the wire once where it is made.
+///
+/// A fan-out sends the same frame to every subscriber: each outbox holds a
+/// reference to the one encoding, and the connection hands those bytes to
+/// actix as they are, so no connection encodes, copies or allocates a frame
+/// of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextFrame {
+    wire: Bytes,
+    /// Where the text starts, after the frame header.
+    text_start: usize,
+}
+
+impl TextFrame {
+    /// The unmasked, final text frame (server to client) carrying `text`.
+    pub fn new(text: &str) -> Self {
+        let mut wire = BytesMut::with_capacity(text.len() + 10);
+        Parser::write_message(&mut wire, text, OpCode::Text, true, false);
+        TextFrame {
+            text_start: wire.len() - text.len(),
+            wire: wire.freeze(),
+        }
+    }
+
+    /// The frame's text.
+    pub fn text(&self) -> &str {
+        // Made from a `&str` in `new`, so always UTF-8.
+        std::str::from_utf8(&self.wire[self.text_start..]).unwrap_or_default()
+    }
+
+    /// The whole frame as written to the socket, header included.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+}
+
+impl From<&str> for TextFrame {
+    fn from(text: &str) -> Self {
+        TextFrame::new(text)
+    }
+}
+
+impl From<ByteString> for TextFrame {
+    fn from(text: ByteString) -> Self {
+        TextFrame::new(&text)
+    }
+}
+
+impl From<&ByteString> for TextFrame {
+    fn from(text: &ByteString) -> Self {
+        TextFrame::new(text)
+    }
+}
+
 /// What the server asks a connection to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// A text frame.
-    Frame(ByteString),
+    Frame(TextFrame),
     /// A WebSocket ping with this payload.
     Ping(Bytes),
     /// A WebSocket pong answering a ping with this payload.
@@ -277,8 +332,8 @@ fn control_payload(mut bytes: Bytes) -> Bytes {
     bytes
 }
 
-/// A WebSocket connection's response body: the frames of its outbox,
-/// encoded as they are taken; it ends after a close frame, or when the app
+/// A WebSocket connection's response body: the frames of its outbox (control
+/// frames encoded as they are taken); it ends after a close frame, or when the app
 /// finished the outbox and everything queued was sent.
 pub struct OutboundBody {
     outbox: OutboxReceiver,
@@ -294,7 +349,10 @@ pub struct OutboundBody {
 impl OutboundBody {
     fn encode(&mut self, item: Outbound) {
         let messages: [Option<Message>; 2] = match item {
-            Outbound::Frame(text) => [Some(Message::Text(text)), None],
+            Outbound::Frame(frame) => {
+                self.buf.extend_from_slice(frame.wire());
+                return;
+            }
             Outbound::Ping(bytes) => [Some(Message::Ping(control_payload(bytes))), None],
             Outbound::Pong(bytes) => [Some(Message::Pong(control_payload(bytes))), None],
             Outbound::Close(code, reason) => [
@@ -328,6 +386,17 @@ impl MessageBody for OutboundBody {
             // What was taken last time and not encoded yet goes first.
             if taken.is_empty() && !this.outbox.poll_take_all(cx, &mut taken) {
                 this.ended = true;
+            }
+            // One frame alone (a fan-out's usual delivery) goes out as the
+            // bytes it was encoded to: nothing to copy or allocate here.
+            if this.buf.is_empty()
+                && taken.len() == 1
+                && matches!(taken.front(), Some(Outbound::Frame(_)))
+            {
+                if let Some(Outbound::Frame(frame)) = taken.pop_front() {
+                    this.taken = taken;
+                    return Poll::Ready(Some(Ok(frame.wire)));
+                }
             }
             while this.buf.len() < MAX_CHUNK {
                 let Some(item) = taken.pop_front() else {
@@ -413,6 +482,34 @@ mod tests {
     }
 
     #[test]
+    fn a_text_frame_is_encoded_once_as_the_codec_would_at_every_length() {
+        // 125 and below: length in the first byte; up to 65,535: two more
+        // bytes; beyond: eight more.
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let frame = TextFrame::new(&text);
+            assert_eq!(frame.text(), text);
+            let mut by_codec = BytesMut::new();
+            Codec::new()
+                .encode(Message::Text(text.clone().into()), &mut by_codec)
+                .unwrap();
+            assert_eq!(frame.wire()[..], by_codec[..], "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_lone_frame_is_handed_over_as_the_bytes_it_was_encoded_to() {
+        let (sender, mut body, _) = body();
+        let frame = TextFrame::new("shared");
+        sender.try_send(Outbound::Frame(frame.clone())).unwrap();
+        let Poll::Ready(Some(bytes)) = poll(&mut body) else {
+            panic!("a chunk");
+        };
+        assert_eq!(bytes.as_ptr(), frame.wire().as_ptr(), "not copied");
+        assert_eq!(frames(&bytes), [Frame::Text(Bytes::from_static(b"shared"))]);
+    }
+
+    #[test]
     fn a_full_outbox_refuses_frames_but_takes_a_close() {
         let (sender, mut body, _) = body();
         sender.try_send(Outbound::Frame("1".into())).unwrap();
@@ -449,7 +546,7 @@ mod tests {
     fn a_long_backlog_is_written_in_chunks_of_bounded_size() {
         let (sender, receiver) = outbox(8);
         let mut body = receiver.into_body(None);
-        let big = ByteString::from("x".repeat(40 * 1024));
+        let big = TextFrame::new(&"x".repeat(40 * 1024));
         for _ in 0..3 {
             sender.try_send(Outbound::Frame(big.clone())).unwrap();
         }

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
-use crate::outbox::{OpenConnections, Outbound, OutboxReceiver, OutboxSender, TrySendError};
+use crate::outbox::{
+    OpenConnections, Outbound, OutboxReceiver, OutboxSender, TextFrame, TrySendError,
+};
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
 
@@ -255,7 +257,7 @@ impl App {
             if conn.channels.contains(channel) {
                 // Subscribing twice changes nothing; pusher-js still expects an answer.
                 let data = presence_data(channel, state.channels.get(channel));
-                deliveries.send(&socket_key, &outbox, succeeded_frame(channel, data));
+                deliveries.send(&socket_key, &outbox, succeeded_frame(channel, data).into());
                 drop(guard);
                 self.disconnect_overflowed(deliveries);
                 return Ok(());
@@ -307,12 +309,12 @@ impl App {
             }
             let occupied_now = entry.subscribers.len() == 1;
             if let Some((user_id, info)) = &member_added {
-                let frame = protocol::frame(
+                let frame = TextFrame::from(protocol::frame(
                     "pusher_internal:member_added",
                     Some(channel),
                     serde_json::json!({ "user_id": user_id.as_ref(), "user_info": info })
                         .to_string(),
-                );
+                ));
                 for (other, subscriber) in
                     entry.subscribers.iter().filter(|(s, _)| **s != socket_key)
                 {
@@ -335,7 +337,11 @@ impl App {
                     user_id: user_id.to_string(),
                 });
             }
-            deliveries.send(&socket_key, &outbox, succeeded_frame(channel, succeeded));
+            deliveries.send(
+                &socket_key,
+                &outbox,
+                succeeded_frame(channel, succeeded).into(),
+            );
         }
         self.disconnect_overflowed(deliveries);
         Ok(())
@@ -382,11 +388,11 @@ impl App {
             };
             if last {
                 entry.members.remove(&user_id);
-                let frame = protocol::frame(
+                let frame = TextFrame::from(protocol::frame(
                     "pusher_internal:member_removed",
                     Some(channel),
                     serde_json::json!({ "user_id": user_id.as_ref() }).to_string(),
-                );
+                ));
                 for (other, subscriber) in &entry.subscribers {
                     deliveries.send(other, &subscriber.outbox, frame.clone());
                 }
@@ -488,6 +494,7 @@ impl App {
     pub fn publish(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
         let mut overflowed = Vec::new();
         let mut reached = 0;
+        let frame = TextFrame::from(frame);
         {
             let state = self.read();
             let Some(entry) = state.channels.get(channel) else {
@@ -657,7 +664,7 @@ impl<'a> Deliveries<'a> {
         }
     }
 
-    fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: ByteString) {
+    fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: TextFrame) {
         if try_deliver(outbox, Outbound::Frame(frame), self.metrics) == Err(TrySendError::Full) {
             self.overflowed.push(socket.clone());
         }

@@ -980,8 +980,8 @@ fn malformed_input_never_panics_and_answers_an_error_or_nothing() {
         let control = client.send_text(input);
         for outbound in client.outbound() {
             match outbound {
-                Outbound::Frame(text) => {
-                    let frame: Value = serde_json::from_str(&text).unwrap();
+                Outbound::Frame(frame) => {
+                    let frame: Value = serde_json::from_str(frame.text()).unwrap();
                     let event = frame["event"].as_str().unwrap_or_default().to_owned();
                     assert!(
                         event == "pusher:error" || event == "pusher:subscription_error",
@@ -1261,8 +1261,8 @@ fn events_before_subscription_succeeded(client: &mut Client, channel: &str) -> u
         .outbound()
         .into_iter()
         .filter_map(|outbound| match outbound {
-            Outbound::Frame(text) => {
-                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+            Outbound::Frame(frame) => {
+                let frame: Value = serde_json::from_str(frame.text()).expect("frames are JSON");
                 Some(frame["event"].as_str().unwrap_or_default().to_owned())
             }
             _ => None,

@@ -54,7 +54,9 @@ impl Client {
         self.outbound()
             .into_iter()
             .map(|outbound| match outbound {
-                Outbound::Frame(text) => serde_json::from_str(&text).expect("frames are JSON"),
+                Outbound::Frame(frame) => {
+                    serde_json::from_str(frame.text()).expect("frames are JSON")
+                }
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
