@@ -20,6 +20,14 @@ test:
 bench:
     scripts/bench
 
+# realtime-server fan-out and trigger throughput, next to the floor (and sockudo with WITH_SOCKUDO=1).
+bench-server:
+    scripts/bench-server
+
+# realtime-server's user-space instructions per delivery (callgrind); pass older builds to compare.
+bench-instructions *builds:
+    scripts/bench-instructions {{builds}}
+
 fmt:
     cargo fmt --all
 
