@@ -279,7 +279,16 @@ async fn subscriber(
     results: mpsc::UnboundedSender<Result<Receipts, String>>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    match receive(url, expected, ready, handshake_permit, reader).await {
+    match receive(
+        url,
+        expected,
+        ready,
+        handshake_permit,
+        reader,
+        phase.clone(),
+    )
+    .await
+    {
         Ok((receipts, socket)) => {
             let _ = phase.wait_for(|phase| *phase >= Phase::Reporting).await;
             let _ = results.send(Ok(receipts));
@@ -299,6 +308,7 @@ async fn receive(
     ready: Arc<AtomicUsize>,
     handshake_permit: OwnedSemaphorePermit,
     reader: Reader,
+    mut phase: watch::Receiver<Phase>,
 ) -> Result<(Receipts, Socket), Error> {
     let mut handshake_permit = Some(handshake_permit);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
@@ -330,14 +340,23 @@ async fn receive(
                     // Nothing follows the subscription until the first event,
                     // so tungstenite holds no unread bytes here; a frame lost
                     // would show as a missing delivery in the report.
-                    frames::read_events(tcp, expected, |text| {
+                    let events = frames::read_events(tcp, usize::MAX, |text| {
                         if !text.contains(r#""event":"bench""#) {
                             return false;
                         }
                         received.push(bench_receipt(text));
                         true
-                    })
-                    .await?;
+                    });
+                    // Reading goes on until every event was triggered, not
+                    // only until this subscriber has its last one: leaving
+                    // then (ending the reader, waiting for the report) would
+                    // be client work inside the last event's fan-out, and
+                    // that event alone would pay for it.
+                    tokio::select! {
+                        biased;
+                        read = events => { read?; }
+                        _ = phase.wait_for(|phase| *phase >= Phase::Reporting) => {}
+                    }
                     return Ok((received, socket));
                 }
             }
