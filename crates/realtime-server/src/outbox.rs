@@ -27,9 +27,9 @@ use crate::protocol;
 /// A WebSocket text frame, encoded for the wire once where it is made.
 ///
 /// A fan-out sends the same frame to every subscriber: each outbox holds a
-/// reference to the one encoding, and the connection hands those bytes to
-/// actix as they are, so no connection encodes, copies or allocates a frame
-/// of its own.
+/// reference to the one encoding, so no connection encodes the frame, and a
+/// frame queued alone reaches actix without a copy or an allocation of ours
+/// (actix still copies it into its write buffer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextFrame {
     wire: Bytes,
@@ -332,9 +332,9 @@ fn control_payload(mut bytes: Bytes) -> Bytes {
     bytes
 }
 
-/// A WebSocket connection's response body: the frames of its outbox (control
-/// frames encoded as they are taken); it ends after a close frame, or when the app
-/// finished the outbox and everything queued was sent.
+/// A WebSocket connection's response body: the frames of its outbox (all but
+/// text frames encoded as they are taken); it ends after a close frame, or
+/// when the app finished the outbox and everything queued was sent.
 pub struct OutboundBody {
     outbox: OutboxReceiver,
     /// Items taken from the outbox in one go, reused so taking allocates
@@ -483,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_text_frame_is_encoded_once_as_the_codec_would_at_every_length() {
-        // 125 and below: length in the first byte; up to 65,535: two more
+        // 125 and below: length in the header's second byte; up to 65,535: two more
         // bytes; beyond: eight more.
         for len in [0, 125, 126, 65_535, 65_536] {
             let text = "é".repeat(len / 2) + &"x".repeat(len % 2);

@@ -494,12 +494,12 @@ impl App {
     pub fn publish(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
         let mut overflowed = Vec::new();
         let mut reached = 0;
-        let frame = TextFrame::from(frame);
         {
             let state = self.read();
             let Some(entry) = state.channels.get(channel) else {
                 return 0;
             };
+            let frame = TextFrame::from(frame);
             for (socket, subscriber) in &entry.subscribers {
                 if Some(socket.as_ref()) == except {
                     continue;
