@@ -300,6 +300,12 @@ impl Worker {
             .is_some_and(|deadline| Instant::now() > deadline)
     }
 
+    /// Published rows the next claim must leave out: those whose removal
+    /// failed and those whose removal is under way.
+    fn left_out(&self) -> usize {
+        self.unsettled.len() + self.settling.as_ref().map_or(0, |s| s.ids.len())
+    }
+
     /// Waits for the last round's settling write.
     fn finish_settling(&mut self) {
         if let Some(settling) = self.settling.take() {
@@ -341,8 +347,15 @@ impl Worker {
         // a pool connection and their removal queued in the writer; the next round
         // claims while it commits, so events committed meanwhile go out
         // without waiting for it.
-        let rows = if self.unsettled.len() >= MAX_UNSETTLED {
-            // Removing failed for a while: only try that again.
+        if self.left_out() >= MAX_UNSETTLED {
+            // Removing has failed for a while: learn how the removal under
+            // way ended before claiming anything more.
+            self.finish_settling();
+        }
+        let rows = if self.left_out() >= MAX_UNSETTLED {
+            // Still failing: only try the removal again. This also keeps
+            // the claim's and the removal's id lists within SQLite's limit
+            // on bound parameters (MAX_UNSETTLED + ROUND_SIZE at most).
             Vec::new()
         } else {
             let mut published = self.unsettled.clone();
