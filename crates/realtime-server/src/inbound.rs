@@ -199,7 +199,7 @@ mod tests {
     use actix_http::ws::Message;
     use std::collections::VecDeque;
 
-    /// Chunks as a request body delivers them, ending as `end` says.
+    /// Chunks as a request body delivers them, in order, then the end.
     struct Chunks(VecDeque<Result<Bytes, PayloadError>>);
 
     impl Stream for Chunks {

@@ -137,8 +137,10 @@ impl Server {
         for app in &self.apps {
             app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
         }
-        // `close_all` removed every connection at once, so their
+        // `close_all` removed every connection registered by then, so their
         // channel_vacated and member_removed are queued for the flush below.
+        // Upgrades are refused from here on; one that was already past that
+        // check gets no 4200 and ends when the server stops.
         let flushes = self
             .apps
             .iter()

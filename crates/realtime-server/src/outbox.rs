@@ -165,9 +165,11 @@ pub struct OutboxReceiver {
 }
 
 /// How many connections are open: one per counted outbox whose reading end
-/// is alive. The response body holds the reading end until actix drops the
-/// socket, so a connection the app already removed (closed, or too slow to
-/// read its close) still counts until its socket is gone.
+/// is alive. The response body holds the reading end until it has handed
+/// actix its last frame (the close), so a connection the app already
+/// removed still counts until then: a client that stopped reading, until it
+/// reads again. (actix then gives the socket its disconnect timeout to
+/// flush what it holds.)
 #[derive(Debug, Clone, Default)]
 pub struct OpenConnections(Arc<AtomicUsize>);
 
@@ -389,10 +391,8 @@ impl MessageBody for OutboundBody {
             }
             // One frame alone (a fan-out's usual delivery) goes out as the
             // bytes it was encoded to: nothing to copy or allocate here.
-            if this.buf.is_empty()
-                && taken.len() == 1
-                && matches!(taken.front(), Some(Outbound::Frame(_)))
-            {
+            // (`buf` is empty here: every chunk handed over empties it.)
+            if taken.len() == 1 && matches!(taken.front(), Some(Outbound::Frame(_))) {
                 if let Some(Outbound::Frame(frame)) = taken.pop_front() {
                     this.taken = taken;
                     return Poll::Ready(Some(Ok(frame.wire)));

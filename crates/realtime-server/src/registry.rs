@@ -133,9 +133,9 @@ impl App {
     }
 
     /// Registers a new connection, or refuses it when the app is at capacity.
-    /// Capacity counts open sockets: a connection removed from the app
-    /// still holds its place until its socket is gone, so clients that stop
-    /// reading cannot pile up sockets beyond `max_connections`.
+    /// Capacity counts open connections: one removed from the app still
+    /// holds its place until its close was handed to actix, so clients that
+    /// stop reading cannot pile up sockets beyond `max_connections`.
     pub fn connect(&self) -> Option<(Arc<str>, OutboxReceiver)> {
         let (outbox, receiver) = self
             .open
@@ -207,7 +207,7 @@ impl App {
     }
 
     fn remove(&self, socket_id: &str, last: Option<Outbound>) {
-        let mut deliveries = Deliveries::new(&self.metrics);
+        let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             let Some(conn) = state.connections.remove(socket_id) else {
@@ -232,7 +232,7 @@ impl App {
             self.metrics.connections.set(state.connections.len() as i64);
             self.metrics.channels.set(state.channels.len() as i64);
         }
-        self.disconnect_overflowed(deliveries);
+        self.settle(deliveries);
     }
 
     /// Subscribes a connection to a channel. For presence channels, `member`
@@ -244,7 +244,7 @@ impl App {
         channel: &str,
         member: Option<(String, Option<Value>)>,
     ) -> Result<(), SubscribeError> {
-        let mut deliveries = Deliveries::new(&self.metrics);
+        let mut deliveries = Deliveries::default();
         let succeeded;
         {
             let mut guard = self.write();
@@ -259,7 +259,7 @@ impl App {
                 let data = presence_data(channel, state.channels.get(channel));
                 deliveries.send(&socket_key, &outbox, succeeded_frame(channel, data).into());
                 drop(guard);
-                self.disconnect_overflowed(deliveries);
+                self.settle(deliveries);
                 return Ok(());
             }
             let channel_key: Arc<str> = match state.channels.get_key_value(channel) {
@@ -343,13 +343,13 @@ impl App {
                 succeeded_frame(channel, succeeded).into(),
             );
         }
-        self.disconnect_overflowed(deliveries);
+        self.settle(deliveries);
         Ok(())
     }
 
     /// Unsubscribes a connection from a channel.
     pub fn unsubscribe(&self, socket_id: &str, channel: &str) {
-        let mut deliveries = Deliveries::new(&self.metrics);
+        let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             let removed = state
@@ -361,7 +361,7 @@ impl App {
             }
             self.metrics.channels.set(state.channels.len() as i64);
         }
-        self.disconnect_overflowed(deliveries);
+        self.settle(deliveries);
     }
 
     fn leave(
@@ -369,7 +369,7 @@ impl App {
         state: &mut State,
         socket_id: &str,
         channel: &str,
-        deliveries: &mut Deliveries<'_>,
+        deliveries: &mut Deliveries,
     ) {
         let Some(entry) = state.channels.get_mut(channel) else {
             return;
@@ -492,8 +492,7 @@ impl App {
     /// Sends an event to every subscriber of `channel` but `except`. Answers
     /// how many connections it reached.
     pub fn publish(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
-        let mut overflowed = Vec::new();
-        let mut reached = 0;
+        let mut deliveries = Deliveries::default();
         {
             let state = self.read();
             let Some(entry) = state.channels.get(channel) else {
@@ -501,23 +500,12 @@ impl App {
             };
             let frame = TextFrame::from(frame);
             for (socket, subscriber) in &entry.subscribers {
-                if Some(socket.as_ref()) == except {
-                    continue;
-                }
-                match subscriber.outbox.try_send(Outbound::Frame(frame.clone())) {
-                    Ok(()) => reached += 1,
-                    Err(TrySendError::Full) => overflowed.push(socket.clone()),
-                    Err(TrySendError::Closed) => {}
+                if Some(socket.as_ref()) != except {
+                    deliveries.send(socket, &subscriber.outbox, frame.clone());
                 }
             }
         }
-        // Counted once per publish, not once per subscriber: one shared
-        // counter touched 10,000 times would be a hot spot of its own.
-        self.metrics.messages_out.inc_by(reached as u64);
-        for socket in overflowed {
-            self.disconnect_slow(&socket);
-        }
-        reached
+        self.settle(deliveries)
     }
 
     /// Relays a client event from `socket_id` to the channel's other
@@ -638,12 +626,17 @@ impl App {
         }
     }
 
-    /// Disconnects the connections whose outbox overflowed while frames were
-    /// queued; called once the state lock is released.
-    fn disconnect_overflowed(&self, deliveries: Deliveries<'_>) {
+    /// Counts what the deliveries queued and disconnects the connections
+    /// whose outbox overflowed; called once the state lock is released.
+    /// Answers how many frames were queued.
+    fn settle(&self, deliveries: Deliveries) -> usize {
+        // Counted once, not once per subscriber: one shared counter touched
+        // 10,000 times in a fan-out would be a hot spot of its own.
+        self.metrics.messages_out.inc_by(deliveries.queued as u64);
         for socket in deliveries.overflowed {
             self.disconnect_slow(&socket);
         }
+        deliveries.queued
     }
 }
 
@@ -651,22 +644,20 @@ impl App {
 /// sees changes in the order they happened (a subscriber gets
 /// `subscription_succeeded` before any event of the channel). Connections whose
 /// outbox is full are noted and disconnected after the lock is released.
-struct Deliveries<'a> {
-    metrics: &'a Metrics,
+#[derive(Default)]
+struct Deliveries {
+    queued: usize,
     overflowed: Vec<Arc<str>>,
 }
 
-impl<'a> Deliveries<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        Deliveries {
-            metrics,
-            overflowed: Vec::new(),
-        }
-    }
-
+impl Deliveries {
+    /// Queues a frame. A full outbox (a client that stopped reading) is
+    /// noted for disconnection; a closed one drops the frame.
     fn send(&mut self, socket: &Arc<str>, outbox: &OutboxSender, frame: TextFrame) {
-        if try_deliver(outbox, Outbound::Frame(frame), self.metrics) == Err(TrySendError::Full) {
-            self.overflowed.push(socket.clone());
+        match outbox.try_send(Outbound::Frame(frame)) {
+            Ok(()) => self.queued += 1,
+            Err(TrySendError::Full) => self.overflowed.push(socket.clone()),
+            Err(TrySendError::Closed) => {}
         }
     }
 }
