@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream as StdTcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use clap::ValueEnum;
@@ -73,6 +73,8 @@ enum Subscribers {
 struct Queue {
     frames: Mutex<VecDeque<Frame>>,
     wake: Notify,
+    /// Its task ended (the socket is gone): the queue takes nothing more.
+    closed: AtomicBool,
 }
 
 impl Subscribers {
@@ -126,7 +128,9 @@ impl Subscribers {
                 }
             }
             Subscribers::Tasks { queues, .. } => {
-                for queue in lock(queues).iter() {
+                let mut queues = lock(queues);
+                queues.retain(|queue| !queue.closed.load(Ordering::Relaxed));
+                for queue in queues.iter() {
                     lock(&queue.frames).push_back(frame.clone());
                     queue.wake.notify_one();
                 }
@@ -142,14 +146,19 @@ fn write_share(share: Arc<Mutex<Vec<StdTcpStream>>>) -> mpsc::Sender<Frame> {
     std::thread::spawn(move || {
         for frame in frames {
             let mut dropped = 0;
-            for mut socket in lock(&share).iter() {
-                if !matches!(socket.write(&frame), Ok(n) if n == frame.len()) {
+            // A socket that fails or takes only part of a frame (its buffer
+            // is full) is shut and let go: a partial frame would corrupt
+            // everything after it. Shows in the report as missing deliveries.
+            lock(&share).retain(|mut socket| {
+                let whole = matches!(socket.write(&frame), Ok(n) if n == frame.len());
+                if !whole {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
                     dropped += 1;
                 }
-            }
+                whole
+            });
             if dropped > 0 {
-                // Shows in the report as missing deliveries too.
-                eprintln!("floor: {dropped} sockets could not take a frame at once");
+                eprintln!("floor: {dropped} sockets could not take a frame at once; closed");
             }
         }
     });
@@ -173,19 +182,20 @@ fn run_tasks() -> tokio::sync::mpsc::UnboundedSender<(StdTcpStream, Arc<Queue>)>
         tasks.block_on(&runtime, async move {
             while let Some((socket, queue)) = sockets.recv().await {
                 tokio::task::spawn_local(async move {
-                    let Ok(mut socket) = TcpStream::from_std(socket) else {
-                        return;
-                    };
-                    loop {
-                        queue.wake.notified().await;
-                        loop {
-                            let next = lock(&queue.frames).pop_front();
-                            let Some(frame) = next else { break };
-                            if socket.write_all(&frame).await.is_err() {
-                                return;
+                    if let Ok(mut socket) = TcpStream::from_std(socket) {
+                        'writing: loop {
+                            queue.wake.notified().await;
+                            loop {
+                                let next = lock(&queue.frames).pop_front();
+                                let Some(frame) = next else { break };
+                                if socket.write_all(&frame).await.is_err() {
+                                    break 'writing;
+                                }
                             }
                         }
                     }
+                    queue.closed.store(true, Ordering::Relaxed);
+                    lock(&queue.frames).clear();
                 });
             }
         });
@@ -222,6 +232,14 @@ async fn connection(mut stream: TcpStream, subscribers: &Subscribers) -> Result<
         if head.starts_with("GET ") {
             return subscribe(stream, &head, buf, subscribers).await;
         }
+        // Only the one request `fanout` makes is served:
+        // `POST /apps/{id}/events`.
+        let mut request_line = head.split_whitespace();
+        let is_trigger = request_line.next() == Some("POST")
+            && request_line
+                .next()
+                .and_then(|target| target.split('?').next())
+                .is_some_and(|path| path.ends_with("/events"));
         let length: usize = header(&head, "content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -231,6 +249,12 @@ async fn connection(mut stream: TcpStream, subscribers: &Subscribers) -> Result<
             }
         }
         let body: Vec<u8> = buf.drain(..length).collect();
+        if !is_trigger {
+            stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await?;
+            continue;
+        }
         let trigger: Value = serde_json::from_slice(&body)?;
         let event = serde_json::json!({
             "event": trigger["name"],

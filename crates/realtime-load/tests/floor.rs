@@ -68,12 +68,13 @@ fn fan_out_through(delivery: &str) {
     assert_eq!(report["subscribed"], 30);
     assert_eq!(report["failed_clients"], 0, "{delivery}: {report}");
     assert_eq!(report["deliveries"], 120, "{delivery}: {report}");
-    assert_eq!(report["expected_deliveries"], 120);
-    let by_event = report["full_fanout_ms_by_event"]
-        .as_array()
-        .expect("one time per event");
-    assert_eq!(by_event.len(), 4);
-    assert!(by_event.iter().all(|ms| ms.as_f64().is_some()), "{report}");
+    // Every event reached every subscriber once (a duplicate cannot stand
+    // in for a loss).
+    assert_eq!(
+        report["deliveries_by_event"],
+        serde_json::json!([30, 30, 30, 30]),
+        "{delivery}: {report}"
+    );
     assert!(
         report["delivery_p50_ms"]
             .as_f64()
