@@ -45,6 +45,25 @@ pub struct Config {
     /// `PUSHER_JS_PATH`: pusher-js's browser build for the example page
     /// (default: the copy `scripts/dev` installs in `examples/inbox`).
     pub pusher_js_path: Option<String>,
+    /// `TRUSTED_PROXIES`: the proxies whose `Forwarded` / `X-Forwarded-For`
+    /// name the client (and whose forwarded host and scheme are believed).
+    /// Empty: the client is the peer address, and forwarded headers are
+    /// ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `METRICS_TOKEN`: the bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<realtime_core::Secret>,
+    /// `METRICS_ADDR`: a separate address (`host:port`) serving `/metrics`
+    /// alone; the main port then has no `/metrics`.
+    pub metrics_addr: Option<String>,
+    /// `REALTIME_PUBLIC_CHANNELS`: whether the embedded realtime server
+    /// accepts public channels (the inbox uses none; off by default).
+    pub embedded_public_channels: bool,
+    /// `REALTIME_MAX_CHANNELS_PER_CONNECTION`: the embedded server's cap on one
+    /// connection's channels (unset: realtime-server's default).
+    pub realtime_max_channels_per_connection: Option<usize>,
+    /// `REALTIME_MAX_CONNECTIONS_PER_ADDRESS`: the embedded server's cap on
+    /// one client address's open connections (unset: realtime-server's default).
+    pub realtime_max_connections_per_address: Option<usize>,
 }
 
 /// A configuration mistake, naming the variable.
@@ -101,7 +120,49 @@ impl Config {
             }),
             _ => None,
         };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            Some(list) => parse_proxies(&list).map_err(|message| ConfigError {
+                variable: "TRUSTED_PROXIES",
+                message,
+            })?,
+            None => Vec::new(),
+        };
+        let metrics_addr = get("METRICS_ADDR").map(|a| a.trim().to_owned());
+        if let Some(addr) = &metrics_addr {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError {
+                    variable: "METRICS_ADDR",
+                    message: format!("{addr:?} is not an address such as 127.0.0.1:9100: {e}"),
+                })?;
+        }
+        let count = |variable: &'static str| -> Result<Option<usize>, ConfigError> {
+            get(variable)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| ConfigError {
+                            variable,
+                            message: format!("{v:?} is not a positive whole number"),
+                        })
+                })
+                .transpose()
+        };
+        let embedded_public_channels = match get("REALTIME_PUBLIC_CHANNELS") {
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError {
+                variable: "REALTIME_PUBLIC_CHANNELS",
+                message: format!("{v:?} is not true or false"),
+            })?,
+            None => false,
+        };
         Ok(Config {
+            trusted_proxies,
+            metrics_token: get("METRICS_TOKEN").map(realtime_core::Secret::new),
+            metrics_addr,
+            embedded_public_channels,
+            realtime_max_channels_per_connection: count("REALTIME_MAX_CHANNELS_PER_CONNECTION")?,
+            realtime_max_connections_per_address: count("REALTIME_MAX_CONNECTIONS_PER_ADDRESS")?,
             host,
             port,
             database_url,
@@ -118,8 +179,82 @@ impl Config {
         })
     }
 
+    /// Whether `address` is one of `TRUSTED_PROXIES`.
+    pub fn is_trusted_proxy(&self, address: std::net::IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .any(|net| net.contains(&address))
+    }
+
     /// Whether cookies must be `Secure` (the public URL is https).
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+}
+
+/// `TRUSTED_PROXIES`: CIDRs or single addresses, separated by commas or spaces.
+fn parse_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an address or a CIDR such as 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_single_addresses() {
+        let config = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 ::1")]).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 3);
+        assert!(config.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+        assert!(config.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+        assert!(config.is_trusted_proxy("::1".parse().unwrap()));
+        assert!(!config.is_trusted_proxy("192.168.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn nothing_is_trusted_by_default() {
+        let config = config(&[]).unwrap();
+        assert!(config.trusted_proxies.is_empty());
+        assert!(!config.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+        assert!(!config.embedded_public_channels);
+        assert!(config.metrics_token.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (variable, value) in [
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.example"),
+            ("METRICS_ADDR", "nine thousand"),
+            ("REALTIME_PUBLIC_CHANNELS", "maybe"),
+            ("REALTIME_MAX_CHANNELS_PER_CONNECTION", "0"),
+            ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "-3"),
+        ] {
+            let error = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}");
+        }
     }
 }
