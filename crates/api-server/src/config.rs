@@ -49,7 +49,7 @@ pub struct Config {
     /// name the client (and whose forwarded host and scheme are believed).
     /// Empty: the client is the peer address, and forwarded headers are
     /// ignored.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: realtime_server::TrustedProxies,
     /// `METRICS_TOKEN`: the bearer token `/metrics` requires, when set.
     pub metrics_token: Option<realtime_core::Secret>,
     /// `METRICS_ADDR`: a separate address (`host:port`) serving `/metrics`
@@ -121,11 +121,13 @@ impl Config {
             _ => None,
         };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
-            Some(list) => parse_proxies(&list).map_err(|message| ConfigError {
-                variable: "TRUSTED_PROXIES",
-                message,
-            })?,
-            None => Vec::new(),
+            Some(list) => {
+                realtime_server::TrustedProxies::parse(&list).map_err(|message| ConfigError {
+                    variable: "TRUSTED_PROXIES",
+                    message,
+                })?
+            }
+            None => realtime_server::TrustedProxies::none(),
         };
         let metrics_addr = get("METRICS_ADDR").map(|a| a.trim().to_owned());
         if let Some(addr) = &metrics_addr {
@@ -179,29 +181,10 @@ impl Config {
         })
     }
 
-    /// Whether `address` is one of `TRUSTED_PROXIES`.
-    pub fn is_trusted_proxy(&self, address: std::net::IpAddr) -> bool {
-        self.trusted_proxies
-            .iter()
-            .any(|net| net.contains(&address))
-    }
-
     /// Whether cookies must be `Secure` (the public URL is https).
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
     }
-}
-
-/// `TRUSTED_PROXIES`: CIDRs or single addresses, separated by commas or spaces.
-fn parse_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
-    list.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            item.parse::<ipnet::IpNet>()
-                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("{item:?} is not an address or a CIDR such as 10.0.0.0/8"))
-        })
-        .collect()
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -227,18 +210,20 @@ mod tests {
     #[test]
     fn trusted_proxies_take_cidrs_and_single_addresses() {
         let config = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 ::1")]).unwrap();
-        assert_eq!(config.trusted_proxies.len(), 3);
-        assert!(config.is_trusted_proxy("10.1.2.3".parse().unwrap()));
-        assert!(config.is_trusted_proxy("127.0.0.1".parse().unwrap()));
-        assert!(config.is_trusted_proxy("::1".parse().unwrap()));
-        assert!(!config.is_trusted_proxy("192.168.0.1".parse().unwrap()));
+        let trusted = &config.trusted_proxies;
+        assert!(trusted.contains("10.1.2.3".parse().unwrap()));
+        assert!(trusted.contains("127.0.0.1".parse().unwrap()));
+        assert!(trusted.contains("::1".parse().unwrap()));
+        assert!(!trusted.contains("192.168.0.1".parse().unwrap()));
     }
 
     #[test]
     fn nothing_is_trusted_by_default() {
         let config = config(&[]).unwrap();
         assert!(config.trusted_proxies.is_empty());
-        assert!(!config.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+        assert!(!config
+            .trusted_proxies
+            .contains("127.0.0.1".parse().unwrap()));
         assert!(!config.embedded_public_channels);
         assert!(config.metrics_token.is_none());
     }

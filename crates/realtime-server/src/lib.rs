@@ -11,6 +11,7 @@
 //! `http_api.rs` (HTTP API); the shared state is `registry.rs`; webhooks leave
 //! from `webhooks.rs`.
 
+pub mod client_address;
 pub mod config;
 pub mod connection;
 pub mod http_api;
@@ -33,6 +34,7 @@ use realtime_core::{
     TriggerResponse,
 };
 
+pub use client_address::TrustedProxies;
 pub use config::AppConfig;
 pub use metrics::Metrics;
 pub use registry::App;
