@@ -48,6 +48,9 @@ pub enum AppError {
     /// The database is unreachable or busy (503).
     #[error("the database is unavailable")]
     Unavailable(String),
+    /// The database's disk is full (507): nothing was written; reads still work.
+    #[error("the database's disk is full; nothing was written")]
+    StorageFull(String),
 }
 
 impl AppError {
@@ -69,6 +72,7 @@ impl AppError {
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Internal(_) => "internal",
             AppError::Unavailable(_) => "unavailable",
+            AppError::StorageFull(_) => "storage_full",
         }
     }
 }
@@ -84,6 +88,7 @@ impl ResponseError for AppError {
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -91,6 +96,7 @@ impl ResponseError for AppError {
         match self {
             AppError::Internal(cause) => tracing::error!(%cause, "request failed"),
             AppError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            AppError::StorageFull(cause) => tracing::error!(%cause, "the database's disk is full"),
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
@@ -112,9 +118,21 @@ impl From<diesel::result::Error> for AppError {
                 code: "conflict",
                 message: format!("already exists ({})", info.message()),
             },
+            diesel::result::Error::DatabaseError(_, info) if is_disk_full(info.message()) => {
+                AppError::StorageFull(info.message().to_owned())
+            }
             other => AppError::Internal(other.to_string()),
         }
     }
+}
+
+/// Whether a database error says its disk is full: SQLite's `SQLITE_FULL`, or
+/// PostgreSQL failing to extend a file (SQLSTATE 53100, which diesel shows
+/// only as text).
+pub(crate) fn is_disk_full(message: &str) -> bool {
+    message.contains("database or disk is full")
+        || message.contains("No space left on device")
+        || message.contains("could not extend file")
 }
 
 impl From<r2d2::Error> for AppError {

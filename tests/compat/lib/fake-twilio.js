@@ -3,6 +3,11 @@
 // `api-server doctor` (point TWILIO_API_BASE at `fake.base`):
 //
 //   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   create a message
+//   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json   list the messages created, newest
+//        first, filtered as Twilio does by To, From and DateSent (DateSent=, DateSent<=,
+//        DateSent>= with a YYYY-MM-DD date; the fake sends at once, so a message's
+//        date_sent is its creation time), PageSize (default 50) and Page, with
+//        next_page_uri while more remain
 //   GET  /2010-04-01/Accounts/{AccountSid}.json            fetch the account
 //
 // Like Twilio it checks HTTP basic auth (AccountSid:AuthToken; otherwise 401
@@ -50,6 +55,7 @@ class FakeTwilio {
     this.accountSid = accountSid;
     this.authToken = authToken;
     this.requests = []; // every answered request, in order of answer
+    this.created = []; // every message created (201 answered or held back), oldest first
     this.arrivals = []; // every request as soon as it arrived (answered or not)
     this.waiters = [];
     this.succeed();
@@ -185,6 +191,7 @@ class FakeTwilio {
           body: { sid: this.accountSid, friendly_name: 'Fake account', status: 'active', type: 'Full' },
         });
       }
+      if (req.method === 'GET') return this._answer(res, record, this._list(url));
       if (req.method !== 'POST') return this._answer(res, record, twilioError(405, 20004, 'Method not allowed'));
       if (!form.To) return this._answer(res, record, twilioError(400, 21604, "A 'To' phone number is required."));
       if (!form.From) return this._answer(res, record, twilioError(400, 21603, "A 'From' phone number is required."));
@@ -207,6 +214,29 @@ class FakeTwilio {
       const now = new Date().toUTCString();
       const messageSid = mode.nextSid || sid('SM');
       mode.nextSid = null;
+      const created = {
+        account_sid: this.accountSid,
+        api_version: '2010-04-01',
+        body: form.Body,
+        date_created: now,
+        date_sent: now,
+        date_updated: now,
+        direction: 'outbound-api',
+        error_code: null,
+        error_message: null,
+        from: form.From,
+        num_media: '0',
+        num_segments: '1',
+        price: null,
+        price_unit: 'USD',
+        sid: messageSid,
+        status: 'queued',
+        to: form.To,
+        uri: `/2010-04-01/Accounts/${this.accountSid}/Messages/${messageSid}.json`,
+        createdAt: new Date(),
+      };
+      // The message exists at Twilio from here on, whether or not the answer arrives.
+      this.created.push(created);
       const answer = () => this._answer(res, record, {
         status: 201,
         body: {
@@ -239,6 +269,57 @@ class FakeTwilio {
       }
       return answer();
     });
+  }
+
+  /** Messages created whose Body is `body`. */
+  createdWithBody(body) {
+    return this.created.filter((m) => m.body === body);
+  }
+
+  /** The Messages list resource: filters, newest first, pages. */
+  _list(url) {
+    const q = url.searchParams;
+    const day = (d) => d.toISOString().slice(0, 10);
+    const checks = [];
+    for (const [name, test] of [
+      ['DateSent', (d, v) => day(d) === v],
+      ['DateSent<', (d, v) => day(d) <= v],
+      ['DateSent>', (d, v) => day(d) >= v],
+    ]) {
+      const value = q.get(name);
+      if (value === null) continue;
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return twilioError(400, 20001, `Invalid ${name}: ${value}`);
+      checks.push((m) => test(m.createdAt, value));
+    }
+    const pageSize = Math.min(Number(q.get('PageSize') || 50), 1000);
+    const page = Number(q.get('Page') || 0);
+    if (!Number.isInteger(pageSize) || pageSize < 1 || !Number.isInteger(page) || page < 0) {
+      return twilioError(400, 20001, 'Invalid PageSize or Page');
+    }
+    const all = this.created
+      .filter((m) => (!q.has('To') || m.to === q.get('To')) && (!q.has('From') || m.from === q.get('From')))
+      .filter((m) => checks.every((check) => check(m)))
+      .slice()
+      .reverse();
+    const messages = all.slice(page * pageSize, (page + 1) * pageSize).map(({ createdAt, ...m }) => m);
+    const base = `/2010-04-01/Accounts/${this.accountSid}/Messages.json`;
+    const next = new URLSearchParams(q);
+    next.set('Page', String(page + 1));
+    next.set('PageSize', String(pageSize));
+    return {
+      status: 200,
+      body: {
+        messages,
+        page,
+        page_size: pageSize,
+        uri: `${base}?${q}`,
+        first_page_uri: `${base}?${new URLSearchParams({ ...Object.fromEntries(q), Page: '0', PageSize: String(pageSize) })}`,
+        next_page_uri: (page + 1) * pageSize < all.length ? `${base}?${next}` : null,
+        previous_page_uri: null,
+        start: page * pageSize,
+        end: page * pageSize + messages.length - 1,
+      },
+    };
   }
 
   async stop() {

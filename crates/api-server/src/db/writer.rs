@@ -74,7 +74,12 @@ where
 }
 
 fn not_written(why: &str) -> AppError {
-    AppError::Internal(format!("the write could not be committed: {why}"))
+    let why = format!("the write could not be committed: {why}");
+    if crate::error::is_disk_full(&why) {
+        AppError::StorageFull(why)
+    } else {
+        AppError::Internal(why)
+    }
 }
 
 /// A handle on the writer thread; cheap to clone. The thread stops when the

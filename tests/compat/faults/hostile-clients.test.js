@@ -1,0 +1,70 @@
+'use strict';
+// Slow and hostile clients: 10,000 idle TCP connections and slow-loris requests (a
+// request head sent a byte at a time) against api-server do not stop a normal client
+// from logging in and sending, and the server lets go of them by itself (its header
+// and connection timeouts, docs/operations.md).
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const { Inbox, eventually, sleep } = require('./lib');
+
+const IDLE = Number(process.env.FAULTS_IDLE_CONNECTIONS || 10000);
+const LORIS = 200;
+
+function open(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.closedByServer = false;
+    socket.on('error', () => {});
+    socket.on('end', () => {
+      socket.closedByServer = true;
+    });
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', () => resolve(socket));
+  });
+}
+
+test('idle connections and slow-loris requests do not keep a client from logging in and sending', { timeout: 240000 }, async (t) => {
+  const inbox = await Inbox.create();
+  const sockets = [];
+  let dripping = true;
+  t.after(async () => {
+    dripping = false;
+    for (const s of sockets) s.destroy();
+    await inbox.destroy();
+  });
+  await inbox.start();
+
+  for (let i = 0; i < IDLE; i += 500) {
+    sockets.push(...(await Promise.all(Array.from({ length: Math.min(500, IDLE - i) }, () => open(inbox.port)))));
+  }
+  const loris = await Promise.all(Array.from({ length: LORIS }, () => open(inbox.port)));
+  sockets.push(...loris);
+  const head = 'POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Slow: ';
+  (async () => {
+    for (let i = 0; dripping; i++) {
+      for (const s of loris) if (!s.closed) s.write(i < head.length ? head[i] : 'a');
+      await sleep(500);
+    }
+  })();
+  const connectedIdle = sockets.filter((s) => !s.closed).length;
+  t.diagnostic(`${connectedIdle} hostile connections open`);
+
+  // A normal client, meanwhile: log in, send, read.
+  const started = Date.now();
+  const token = await eventually(async () => {
+    const res = await inbox.request('POST', '/api/auth/login', { body: { email: 'alice@example.com', password: 'password123' }, timeoutMs: 15000 });
+    return res.status === 200 && res.body.token;
+  }, 60000, 'a login among the hostile connections');
+  const sent = await inbox.request('POST', '/api/messages/send', { token, body: { contactId: '1', body: 'still here' }, timeoutMs: 15000 });
+  assert.equal(sent.status, 201, JSON.stringify(sent));
+  const read = await inbox.request('GET', '/api/contacts/1/messages', { token, timeoutMs: 15000 });
+  assert.equal(read.status, 200);
+  t.diagnostic(`login, send and read took ${Date.now() - started} ms`);
+
+  // The server lets go of what never became a request, without the clients' help.
+  await eventually(() => sockets.every((s) => s.closed), 120000, 'the server to close every idle and slow-loris connection');
+  assert.ok(sockets.filter((s) => s.closedByServer).length > IDLE / 2, 'closed by the server, not by the clients');
+  assert.ok(inbox.running, 'api-server is still running');
+});
