@@ -118,12 +118,29 @@ impl From<diesel::result::Error> for AppError {
                 code: "conflict",
                 message: format!("already exists ({})", info.message()),
             },
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                info,
+            ) => AppError::Unavailable(info.message().to_owned()),
+            diesel::result::Error::DatabaseError(_, info) if is_connection_lost(info.message()) => {
+                AppError::Unavailable(info.message().to_owned())
+            }
             diesel::result::Error::DatabaseError(_, info) if is_disk_full(info.message()) => {
                 AppError::StorageFull(info.message().to_owned())
             }
             other => AppError::Internal(other.to_string()),
         }
     }
+}
+
+/// Whether a database error says the server went away under the query
+/// (PostgreSQL restarted or shut down): the request may be tried again.
+fn is_connection_lost(message: &str) -> bool {
+    message.contains("server closed the connection")
+        || message.contains("terminating connection")
+        || message.contains("the database system is shutting down")
+        || message.contains("the database system is starting up")
+        || message.contains("no connection to the server")
 }
 
 /// Whether a database error says its disk is full: SQLite's `SQLITE_FULL`, or

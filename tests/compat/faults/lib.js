@@ -323,7 +323,7 @@ function steadyLoad(inbox, { token, authToken, intervalMs = 50, contactIds = [1,
     track(
       inbox
         .request('POST', '/api/messages/send', { token, body: { contactId: String(contactId), body }, headers: { 'Idempotency-Key': send.key } })
-        .then((res) => Object.assign(send, { status: res.status, answer: res.body, error: res.error }))
+        .then((res) => Object.assign(send, { status: res.status, answer: res.body, error: res.error, answeredAt: Date.now() }))
     );
     const from = CONTACT_PHONES[(n + 1) % CONTACT_PHONES.length];
     const params = { MessageSid: sid('SM'), AccountSid: 'AC' + 'f'.repeat(32), From: from, To: TEAM_PHONE, Body: `${label} inbound ${n}`, NumMedia: '0' };
@@ -333,7 +333,7 @@ function steadyLoad(inbox, { token, authToken, intervalMs = 50, contactIds = [1,
     track(
       inbox
         .request('POST', '/api/webhooks/twilio', { form: params, headers: { 'X-Twilio-Signature': signature } })
-        .then((res) => Object.assign(hook, { status: res.status, error: res.error }))
+        .then((res) => Object.assign(hook, { status: res.status, answer: res.body, error: res.error, answeredAt: Date.now() }))
     );
   };
   const timer = setInterval(tick, intervalMs);

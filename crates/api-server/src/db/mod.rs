@@ -167,6 +167,9 @@ pub fn migrate(url: &str) -> Result<usize, DbError> {
     }
 }
 
+/// The longest a request waits for a pooled connection before it answers 503.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds the pool (after [`migrate`]).
 pub fn pool(url: &str) -> Result<DbPool, DbError> {
     let manager = ConnectionManager::<DbConnection>::new(connect_url(url));
@@ -177,7 +180,10 @@ pub fn pool(url: &str) -> Result<DbPool, DbError> {
     };
     Pool::builder()
         .max_size(size)
-        .connection_timeout(Duration::from_secs(10))
+        // A request waits this long for a connection, then answers 503: while
+        // PostgreSQL is down (every new connection refused) a request fails
+        // fast instead of hanging; the pool reconnects by itself once it is back.
+        .connection_timeout(POOL_WAIT)
         .connection_customizer(Box::new(SqliteSettings))
         .build(manager)
         .map_err(|e| DbError::Connect {
