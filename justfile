@@ -33,3 +33,7 @@ fmt:
 
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# The fault suite: kill -9 under load, PostgreSQL restarted, a full disk, realtime restarted, hostile clients.
+faults *scenario:
+    scripts/faults {{scenario}}
