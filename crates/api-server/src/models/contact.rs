@@ -240,3 +240,52 @@ impl Contact {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(micros: i64) -> NaiveDateTime {
+        DateTime::from_timestamp_micros(micros).unwrap().naive_utc()
+    }
+
+    #[test]
+    fn a_cursor_reads_back_what_it_wrote() {
+        for (micros, id) in [(1_767_225_600_123_456, 42), (0, 1), (-1_000_001, i64::MAX)] {
+            let cursor = ActivityCursor {
+                updated_at: at(micros),
+                id,
+            };
+            let encoded = cursor.encode();
+            assert!(encoded.len() <= ActivityCursor::MAX_ENCODED, "{encoded}");
+            assert!(encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert_eq!(ActivityCursor::parse(&encoded), Some(cursor));
+        }
+    }
+
+    #[test]
+    fn anything_but_a_cursor_is_refused() {
+        let encode = |raw: &str| BASE64URL.encode(raw);
+        for raw in [
+            String::new(),
+            "42".into(),
+            "!!!".into(),
+            encode("1767225600000000"),
+            encode("1767225600000000|"),
+            encode("|5"),
+            encode("1767225600000000|0"),
+            encode("1767225600000000|-5"),
+            encode("1767225600000000|+5"),
+            encode("+1767225600000000|5"),
+            encode("1767225600000000|5|6"),
+            encode(" 1767225600000000|5"),
+            encode("9223372036854775807|5"),
+            encode("99999999999999999999|5"),
+            BASE64URL.encode([0xff, b'|', b'5']),
+            "A".repeat(65),
+        ] {
+            assert_eq!(ActivityCursor::parse(&raw), None, "{raw:?}");
+        }
+    }
+}

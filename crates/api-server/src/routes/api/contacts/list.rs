@@ -54,7 +54,14 @@ pub async fn handler(
     };
     let team_id = auth.team_id();
     let page = state
-        .db(move |conn| Ok(Contact::page_of_team(conn, team_id, before.as_ref(), limit)?))
+        .db(move |conn| {
+            Ok(Contact::page_of_team(
+                conn,
+                team_id,
+                before.as_ref(),
+                limit,
+            )?)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }
