@@ -19,7 +19,7 @@ use crate::realtime::Backend;
 use crate::routes::api::path_id;
 
 /// User ids looked up per statement: well under SQLite's limit of 32,766
-/// bound parameters (and PostgreSQL's 65,535).
+/// bound parameters (PostgreSQL binds the list as one array).
 const MAX_IDS_PER_QUERY: usize = 1000;
 
 /// Handles the request.
