@@ -7,10 +7,14 @@
 //      authorizes private and presence channels at /api/pusher/auth with the
 //      cookie, so the page never handles a secret;
 //   3. subscribe `private-user-{me}` (contact:updated keeps the list's unread
-//      counts live), and for the open contact `private-contact-{id}` (its
-//      messages) and `presence-contact-{id}` (who else is viewing, typing);
+//      counts live and moves a contact with a new message to the top), and
+//      for the open contact `private-contact-{id}` (its messages) and
+//      `presence-contact-{id}` (who else is viewing, typing);
 //   4. after a lost connection comes back, refetch what may have been missed:
-//      events are not replayed.
+//      events are not replayed;
+//   5. the contact list comes a page at a time (GET /api/contacts, then
+//      `before` = the last answer's `nextBefore` for the next page), most
+//      recently active first: a team may have hundreds of thousands.
 'use strict';
 
 (function () {
@@ -26,6 +30,7 @@
     inboxView: $('#inbox-view'),
     contacts: $('[data-testid=contacts]'),
     contactsEmpty: $('#contacts-empty'),
+    moreContacts: $('[data-testid=more-contacts]'),
     noThread: $('#no-thread'),
     threadView: $('#thread-view'),
     threadName: $('#thread-name'),
@@ -41,6 +46,7 @@
   };
 
   const PAGE_SIZE = 50;
+  const CONTACTS_PAGE_SIZE = 50;
   const TYPING_SEND_EVERY_MS = 2000;
   const TYPING_SHOWN_FOR_MS = 4000;
   const POLL_WHEN_OFFLINE_MS = 5000;
@@ -56,6 +62,10 @@
     me: null,
     pusher: null,
     contacts: new Map(), // id → contact
+    contactOrder: [], // contact ids as listed: most recently active first
+    contactsBefore: null, // the next page's cursor (nextBefore), null after the last
+    contactPages: 0, // pages loaded since the list was last reset
+    contactsLoading: null, // the page request under way
     openContactId: null,
     messages: new Map(), // id → message, for the open contact
     hasEarlier: false,
@@ -115,6 +125,9 @@
     teardownRealtime();
     state.me = null;
     state.contacts.clear();
+    state.contactOrder = [];
+    state.contactsBefore = null;
+    state.contactPages = 0;
     closeThread();
     show(el.inboxView, false);
     show(el.me, false);
@@ -131,14 +144,12 @@
     return today ? at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : at.toLocaleString();
   }
 
+  /** The list in the server's order (activity), as pages and events left it. */
   function renderContacts() {
-    const sorted = [...state.contacts.values()].sort((a, b) => {
-      const at = a.lastMessage ? a.lastMessage.createdAt : '';
-      const bt = b.lastMessage ? b.lastMessage.createdAt : '';
-      return bt.localeCompare(at) || a.name.localeCompare(b.name);
-    });
-    el.contacts.replaceChildren(...sorted.map(contactItem));
-    show(el.contactsEmpty, sorted.length === 0);
+    const listed = state.contactOrder.map((id) => state.contacts.get(id)).filter(Boolean);
+    el.contacts.replaceChildren(...listed.map(contactItem));
+    show(el.contactsEmpty, listed.length === 0);
+    show(el.moreContacts, Boolean(state.contactsBefore));
   }
 
   function contactItem(contact) {
@@ -264,8 +275,27 @@
 
   // ------------------------------------------------------------------- data
 
+  function lastMessageId(contact) {
+    return contact && contact.lastMessage ? contact.lastMessage.id : null;
+  }
+
+  /**
+   * A contact from contact:updated. A new message is new activity: the
+   * contact moves to the top, as the server now lists it. Anything else (a
+   * read mark, a status) changes it in place. A contact not loaded yet is
+   * shown only when its activity is within the loaded pages; otherwise a
+   * later page brings it.
+   */
   function upsertContact(contact) {
-    state.contacts.set(contact.id, contact);
+    const known = state.contacts.get(contact.id);
+    if (!known || lastMessageId(known) !== lastMessageId(contact)) {
+      if (known || isWithinLoaded(contact)) {
+        state.contactOrder = [contact.id, ...state.contactOrder.filter((id) => id !== contact.id)];
+        state.contacts.set(contact.id, contact);
+      }
+    } else {
+      state.contacts.set(contact.id, contact);
+    }
     renderContacts();
     if (contact.id === state.openContactId) {
       el.threadName.textContent = contact.name;
@@ -289,10 +319,77 @@
     renderThread();
   }
 
-  async function loadContacts() {
-    const { contacts } = await api('GET', '/api/contacts');
-    state.contacts = new Map(contacts.map((c) => [c.id, c]));
+  /** Whether an unknown contact's activity places it among the loaded pages. */
+  function isWithinLoaded(contact) {
+    if (!state.contactsBefore) return true; // everything is loaded: it is new
+    if (!contact.lastMessage) return false;
+    const times = state.contactOrder
+      .map((id) => state.contacts.get(id))
+      .filter((c) => c && c.lastMessage)
+      .map((c) => c.lastMessage.createdAt);
+    return times.length === 0 || times.some((at) => contact.lastMessage.createdAt >= at);
+  }
+
+  /**
+   * The first page of contacts. With `keepLoaded` (a refetch) the pages
+   * beyond it stay, after it, and "more" goes on from where it was.
+   */
+  async function loadContacts({ keepLoaded = false } = {}) {
+    const page = await api('GET', `/api/contacts?limit=${CONTACTS_PAGE_SIZE}`);
+    const fresh = page.contacts.map((c) => c.id);
+    const freshIds = new Set(fresh);
+    const contacts = new Map(page.contacts.map((c) => [c.id, c]));
+    if (keepLoaded && state.contactPages > 1) {
+      const rest = state.contactOrder.filter((id) => !freshIds.has(id) && state.contacts.has(id));
+      for (const id of rest) contacts.set(id, state.contacts.get(id));
+      state.contactOrder = [...fresh, ...rest];
+    } else {
+      state.contactOrder = fresh;
+      state.contactsBefore = page.nextBefore || null;
+      state.contactPages = 1;
+    }
+    state.contacts = contacts;
     renderContacts();
+  }
+
+  /** The next page of contacts, after the last one loaded. */
+  function loadMoreContacts() {
+    if (!state.contactsBefore) return Promise.resolve();
+    if (state.contactsLoading) return state.contactsLoading;
+    const before = state.contactsBefore;
+    el.moreContacts.disabled = true;
+    state.contactsLoading = (async () => {
+      try {
+        const page = await api(
+          'GET',
+          `/api/contacts?limit=${CONTACTS_PAGE_SIZE}&before=${encodeURIComponent(before)}`
+        );
+        if (state.contactsBefore !== before) return; // the list was reset meanwhile
+        for (const contact of page.contacts) {
+          // Already listed: it moved up meanwhile, and what we have is newer.
+          if (state.contacts.has(contact.id)) continue;
+          state.contacts.set(contact.id, contact);
+          state.contactOrder.push(contact.id);
+        }
+        state.contactsBefore = page.nextBefore || null;
+        state.contactPages += 1;
+        renderContacts();
+      } finally {
+        state.contactsLoading = null;
+        el.moreContacts.disabled = false;
+      }
+    })();
+    return state.contactsLoading;
+  }
+
+  /** One contact again (a contact:updated too large to carry it). */
+  async function reloadContact(contactId) {
+    try {
+      const { contact } = await api('GET', `/api/contacts/${encodeURIComponent(contactId)}`);
+      upsertContact(contact);
+    } catch (e) {
+      console.warn('reloading a contact failed', e);
+    }
   }
 
   /** The newest page of the open thread, merged into what is shown. */
@@ -321,7 +418,7 @@
   /** Everything that may have changed while no event could arrive. */
   async function refetch() {
     try {
-      await loadContacts();
+      await loadContacts({ keepLoaded: true });
       if (state.openContactId) await loadThread(state.openContactId);
     } catch (e) {
       console.warn('refetch failed', e);
@@ -472,6 +569,7 @@
     const userChannel = pusher.subscribe(`private-user-${state.me.id}`);
     userChannel.bind('contact:updated', (data) => {
       if (data && data.contact) upsertContact(data.contact);
+      else if (data && data.contactId) reloadContact(data.contactId);
       else refetch();
     });
     if (state.openContactId) subscribeContact(state.openContactId);
@@ -601,6 +699,7 @@
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) send(e);
     });
     el.loadEarlier.addEventListener('click', () => loadEarlier().catch((e) => console.warn(e)));
+    el.moreContacts.addEventListener('click', () => loadMoreContacts().catch((e) => console.warn(e)));
     window.addEventListener('offline', () => setConnection('offline', 'Offline: no network'));
 
     try {

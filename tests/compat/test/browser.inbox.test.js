@@ -55,6 +55,8 @@ const sel = {
   send: 'button[data-testid=send]',
   viewer: '[data-testid=viewer]',
   typing: '[data-testid=typing]',
+  contacts: '[data-testid=contact]',
+  moreContacts: '[data-testid=more-contacts]',
 };
 
 let fake;
@@ -496,4 +498,59 @@ step("8. leaving: Bob's window closes; Alice's viewer list no longer shows Bob",
   await bob.context.close();
   await waitViewers(alice, []);
   await shootBoth(t, '08-bob-left');
+});
+
+/** The contact ids `who`'s list shows, top to bottom. */
+function listedContacts(who) {
+  return who.page.locator(sel.contacts).evaluateAll((items) => items.map((li) => li.dataset.contactId));
+}
+
+function waitListed(who, pred, what) {
+  return until(
+    async () => {
+      const ids = await listedContacts(who);
+      return pred(ids) ? ids : null;
+    },
+    {
+      timeout: WAIT,
+      what: `${who.label}: the contact list ${what}`,
+      seen: async () => `it shows ${JSON.stringify(await listedContacts(who))}`,
+    }
+  );
+}
+
+step('9. paging: with 60 contacts a fresh window lists 50, "more" lists all 60; a new SMS moves a contact to the top', async (t) => {
+  // The demo's 3 contacts and 57 more, created now, so they are the most recently active.
+  const created = [];
+  for (let n = 0; n < 57; n++) {
+    const res = await server.request('POST', '/api/contacts', {
+      token: alice.token,
+      body: { name: `Paging ${String(n).padStart(2, '0')}`, phone: `+1415555${2000 + n}` },
+    });
+    assert.equal(res.status, 201, `create contact ${n} answered ${res.status}: ${JSON.stringify(res.body)}`);
+    created.push(String(res.body.contact.id));
+  }
+  // Bob comes back in a new window, which loads the list afresh.
+  bob = await person('bob', 'bob@example.com');
+  await bob.page.goto(server.base + '/', { waitUntil: 'domcontentloaded' });
+  await logIn(bob);
+  const newestFifty = created.slice(7).reverse();
+  const first = await waitListed(bob, (ids) => ids.length === 50, 'to show the first page of 50');
+  assert.deepEqual(first, newestFifty, 'the first page is not the 50 most recently active, newest first');
+  await bob.page.locator(sel.moreContacts).waitFor({ state: 'visible', timeout: WAIT });
+  await shootBoth(t, '09-first-page');
+
+  // Contact 2 is on the page not loaded yet; an SMS from it brings it to the top now.
+  await inboundWebhook(CONTACT_PHONES[2], unique('Paging inbound for contact 2'));
+  await waitListed(bob, (ids) => ids.length === 51 && ids[0] === '2', 'to show contact 2 first, on top of the 50');
+
+  await bob.page.locator(sel.moreContacts).click({ timeout: WAIT });
+  const all = await waitListed(bob, (ids) => ids.length === 60, 'to show all 60 contacts after "more"');
+  assert.equal(new Set(all).size, 60, `a contact is listed twice: ${JSON.stringify(all)}`);
+  assert.equal(all[0], '2', 'contact 2 left the top');
+  assert.deepEqual(all.slice(1, 51), newestFifty, 'the first page moved');
+  const rest = all.slice(51);
+  for (const id of [...created.slice(0, 7), '1', '3']) assert.ok(rest.includes(id), `contact ${id} is not on the second page`);
+  await bob.page.locator(sel.moreContacts).waitFor({ state: 'hidden', timeout: WAIT });
+  await shootBoth(t, '09-all-contacts');
 });

@@ -219,20 +219,6 @@ impl Message {
             .first(conn)
     }
 
-    /// The newest message of each of a team's contacts.
-    pub fn latest_per_contact(conn: &mut DbConnection, team_id: i64) -> QueryResult<Vec<Message>> {
-        let ids: Vec<Option<i64>> = messages::table
-            .filter(messages::team_id.eq(team_id))
-            .group_by(messages::contact_id)
-            .select(diesel::dsl::max(messages::id))
-            .load(conn)?;
-        let ids: Vec<i64> = ids.into_iter().flatten().collect();
-        messages::table
-            .filter(messages::id.eq_any(ids))
-            .select(Message::as_select())
-            .load(conn)
-    }
-
     /// The newest message of one contact.
     pub fn latest_of_contact(
         conn: &mut DbConnection,

@@ -72,6 +72,9 @@ impl OutboxRow {
     ) -> QueryResult<Vec<OutboxRow>> {
         // Left out in SQL, so `limit` counts only claimable rows and no more
         // rows than that are read. (An empty list is rendered as `1=1`.)
+        // One bound parameter per id: the dispatcher claims only while fewer
+        // than its MAX_UNSETTLED (10,000) published rows await removal, so
+        // this stays far below SQLite's limit of 32,766 bound parameters.
         let due = outbox::table
             .filter(outbox::next_attempt_at.le(now))
             .filter(outbox::id.ne_all(published.iter().copied().collect::<Vec<_>>()))
@@ -92,6 +95,7 @@ impl OutboxRow {
         }
         // Only rows up to the last claimed one can stand before a claimed row.
         let last = rows.iter().map(|r| r.id).max().unwrap_or(0);
+        // At most `limit` contacts (the dispatcher's ROUND_SIZE, 1,000).
         let mut queued: Vec<(i64, Option<i64>)> = outbox::table
             .filter(outbox::contact_id.eq_any(contacts.iter().copied().collect::<Vec<_>>()))
             .filter(outbox::id.le(last))
@@ -104,12 +108,15 @@ impl OutboxRow {
         Ok(in_order_prefix(rows, &queued))
     }
 
-    /// Removes published events.
+    /// Removes published events. One bound parameter per id: the
+    /// dispatcher's lists hold at most MAX_UNSETTLED + ROUND_SIZE (10,999)
+    /// ids, under SQLite's 32,766; a caller with longer lists must split them.
     pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
         diesel::delete(outbox::table.filter(outbox::id.eq_any(ids))).execute(conn)
     }
 
-    /// Puts events back for a later attempt.
+    /// Puts events back for a later attempt. One bound parameter per id: the
+    /// dispatcher passes at most one round's rows (ROUND_SIZE, 1,000).
     pub fn reschedule(
         conn: &mut DbConnection,
         ids: &[i64],

@@ -2,6 +2,8 @@
 //! `presence-contact-{id}`: from the embedded server's state, from Pusher's
 //! webhooks, or from Pusher's presence users query.
 
+use std::collections::BTreeSet;
+
 use actix_web::{web, HttpResponse};
 use diesel::prelude::*;
 use serde_json::json;
@@ -15,6 +17,10 @@ use crate::models::parse_id;
 use crate::realtime::channels::viewers_channel;
 use crate::realtime::Backend;
 use crate::routes::api::path_id;
+
+/// User ids looked up per statement: well under SQLite's limit of 32,766
+/// bound parameters (PostgreSQL binds the list as one array).
+const MAX_IDS_PER_QUERY: usize = 1000;
 
 /// Handles the request.
 pub async fn handler(
@@ -47,20 +53,34 @@ pub async fn handler(
             }
         }
     };
-    let numeric: Vec<i64> = ids.iter().filter_map(|i| parse_id(i)).collect();
+    // Each id once, whatever the source repeated.
+    let numeric: Vec<i64> = ids
+        .iter()
+        .filter_map(|i| parse_id(i))
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect();
     // Names come from our own users table, and only for this team: a forged
     // presence member cannot show up as someone else.
     let mut viewers: Vec<(i64, String)> = state
         .db(move |conn| {
-            Ok(users::table
-                .filter(users::team_id.eq(team_id))
-                .filter(users::id.eq_any(numeric))
-                .select((users::id, users::name))
-                .order(users::name)
-                .load(conn)?)
+            // The embedded server caps a presence channel at 100 members,
+            // but the list kept from Pusher's webhooks has no such bound: the
+            // ids go in slices, each far below SQLite's 32,766 parameters.
+            let mut found = Vec::new();
+            for slice in numeric.chunks(MAX_IDS_PER_QUERY) {
+                found.extend(
+                    users::table
+                        .filter(users::team_id.eq(team_id))
+                        .filter(users::id.eq_any(slice))
+                        .select((users::id, users::name))
+                        .load::<(i64, String)>(conn)?,
+                );
+            }
+            Ok(found)
         })
         .await?;
-    viewers.dedup_by_key(|(id, _)| *id);
+    viewers.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     let users: Vec<_> = viewers
         .into_iter()
         .map(|(id, name)| json!({ "id": id.to_string(), "name": name }))
