@@ -3,12 +3,17 @@
 // `api-server doctor` (point TWILIO_API_BASE at `fake.base`):
 //
 //   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   create a message
+//   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json   list the messages it accepted
+//                                                          (To, From, DateSent> filters)
 //   GET  /2010-04-01/Accounts/{AccountSid}.json            fetch the account
 //
 // Like Twilio it checks HTTP basic auth (AccountSid:AuthToken; otherwise 401
 // {"code":20003,"message":"Authenticate"}) and the form (To, From, Body and, for
 // these tests, StatusCallback: a missing one is a 400 with a Twilio error code).
 // Every request is recorded (method, path, auth, form, what was answered).
+//
+// Like Twilio, a message it accepts is kept (and listed) from the moment the request
+// arrived, even when its answer is held back.
 //
 // What a message creation answers is switchable:
 //   fake.succeed()              201 {"sid":"SM<32 hex>","status":"queued",...} (default)
@@ -52,6 +57,7 @@ class FakeTwilio {
     this.requests = []; // every answered request, in order of answer
     this.arrivals = []; // every request as soon as it arrived (answered or not)
     this.waiters = [];
+    this.accepted = []; // messages it took, as the Messages list shows them
     this.succeed();
     this.server = http.createServer((req, res) => this._handle(req, res));
     this.sockets = new Set();
@@ -100,6 +106,11 @@ class FakeTwilio {
   /** Recorded message creations (POST …/Messages.json), optionally only those matching `pred`. */
   messageRequests(pred = () => true) {
     return this.requests.filter((r) => r.kind === 'message' && pred(r));
+  }
+
+  /** Recorded reads of the Messages list (lookups), optionally only those matching `pred`. */
+  lookups(pred = () => true) {
+    return this.requests.filter((r) => r.kind === 'lookup' && pred(r));
   }
 
   /** Resolves the answered requests once `pred(requests)` holds. */
@@ -167,7 +178,9 @@ class FakeTwilio {
       };
       const messages = MESSAGES_PATH.exec(url.pathname);
       const account = ACCOUNT_PATH.exec(url.pathname);
-      if (messages) record.kind = 'message';
+      record.query = Object.fromEntries(url.searchParams);
+      if (messages && req.method === 'GET') record.kind = 'lookup';
+      else if (messages) record.kind = 'message';
       else if (account) record.kind = 'account';
       this.arrivals.push(record);
       this._check();
@@ -183,6 +196,19 @@ class FakeTwilio {
         return this._answer(res, record, {
           status: 200,
           body: { sid: this.accountSid, friendly_name: 'Fake account', status: 'active', type: 'Full' },
+        });
+      }
+      if (req.method === 'GET') {
+        const q = record.query;
+        const since = q['DateSent>'] ? Date.parse(`${q['DateSent>']}T00:00:00Z`) : null;
+        const listed = this.accepted
+          .filter((m) => (!q.To || m.to === q.To) && (!q.From || m.from === q.From))
+          .filter((m) => since === null || Date.parse(m.date_sent) >= since)
+          .slice()
+          .reverse();
+        return this._answer(res, record, {
+          status: 200,
+          body: { messages: listed, page: 0, page_size: 50, next_page_uri: null, uri: url.pathname + url.search },
         });
       }
       if (req.method !== 'POST') return this._answer(res, record, twilioError(405, 20004, 'Method not allowed'));
@@ -207,6 +233,19 @@ class FakeTwilio {
       const now = new Date().toUTCString();
       const messageSid = mode.nextSid || sid('SM');
       mode.nextSid = null;
+      this.accepted.push({
+        account_sid: this.accountSid,
+        sid: messageSid,
+        status: 'sent',
+        body: form.Body,
+        to: form.To,
+        from: form.From,
+        direction: 'outbound-api',
+        date_created: now,
+        date_sent: now,
+        date_updated: now,
+        error_code: null,
+      });
       const answer = () => this._answer(res, record, {
         status: 201,
         body: {
