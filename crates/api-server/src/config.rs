@@ -181,7 +181,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             pusher_js_path: get("PUSHER_JS_PATH"),
-            twilio_send: crate::twilio::delivery::SendSettings::from_lookup(&get)?,
+            twilio_send: crate::twilio::delivery::SendSettings::from_lookup(get)?,
         })
     }
 

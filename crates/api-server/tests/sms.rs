@@ -16,8 +16,7 @@ use api_server::models::message::Message;
 use api_server::models::sms_outbox::SmsJob;
 use base64::Engine;
 use common::{
-    eventually, metric, postgres_url, spawn_instance, Backend, FakePusher, Options, TestApp,
-    TestDb,
+    eventually, metric, postgres_url, spawn_instance, Backend, FakePusher, Options, TestApp, TestDb,
 };
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -121,7 +120,10 @@ impl Respond for TwilioResponder {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         if auth != Some(expected.as_str()) {
-            lock(&state.bad).push(format!("{} {}: bad auth {auth:?}", request.method, request.url));
+            lock(&state.bad).push(format!(
+                "{} {}: bad auth {auth:?}",
+                request.method, request.url
+            ));
             return twilio_error(401, 20003, "Authenticate");
         }
         let path = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json");
@@ -133,9 +135,16 @@ impl Respond for TwilioResponder {
             "GET" => {
                 let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
                 lock(&state.lookups).push(query.clone());
-                let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-                let since = get("DateSent>")
-                    .map(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").expect("DateSent> is YYYY-MM-DD"));
+                let get = |name: &str| {
+                    query
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                let since = get("DateSent>").map(|d| {
+                    chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                        .expect("DateSent> is YYYY-MM-DD")
+                });
                 let messages: Vec<Value> = lock(&state.stored)
                     .iter()
                     .rev()
@@ -152,8 +161,9 @@ impl Respond for TwilioResponder {
                 }))
             }
             "POST" => {
-                let form: HashMap<String, String> =
-                    url::form_urlencoded::parse(&request.body).into_owned().collect();
+                let form: HashMap<String, String> = url::form_urlencoded::parse(&request.body)
+                    .into_owned()
+                    .collect();
                 for field in ["To", "From", "Body", "StatusCallback"] {
                     if form.get(field).is_none_or(|v| v.is_empty()) {
                         lock(&state.bad).push(format!("a create without {field}: {form:?}"));
@@ -203,7 +213,9 @@ impl Respond for TwilioResponder {
                         record.sid = Some(sid.clone());
                         let mut body = listed(&message);
                         body["status"] = json!("queued");
-                        ResponseTemplate::new(201).set_body_json(body).set_delay(delay)
+                        ResponseTemplate::new(201)
+                            .set_body_json(body)
+                            .set_delay(delay)
                     }
                 };
                 lock(&state.creates).push(record);
@@ -292,7 +304,12 @@ fn job(app: &TestApp, id: &str) -> Option<SmsJob> {
 }
 
 /// Waits until the message satisfies `check`; answers it.
-async fn wait_message(app: &TestApp, id: &str, what: &str, check: impl Fn(&Message) -> bool) -> Message {
+async fn wait_message(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Message) -> bool,
+) -> Message {
     let ok = eventually(DEADLINE, || check(&message(app, id))).await;
     let current = message(app, id);
     assert!(ok, "{what}: {current:?}, job {:?}", job(app, id));
@@ -353,7 +370,10 @@ async fn a_send_is_handed_to_twilio_once_with_its_credentials_and_fields(backend
     let again = post().await;
     assert!([200, 201].contains(&again.status), "{}", again.text);
     assert_eq!(again.body["message"]["id"], id.as_str());
-    assert_eq!(again.body["message"]["twilioSid"], sent.twilio_sid.clone().unwrap());
+    assert_eq!(
+        again.body["message"]["twilioSid"],
+        sent.twilio_sid.clone().unwrap()
+    );
     assert!(job(&app, &id).is_none());
 
     let creates = twilio.creates();
@@ -374,7 +394,10 @@ async fn a_send_is_handed_to_twilio_once_with_its_credentials_and_fields(backend
         .wait_for(DEADLINE, |_| !status_events(&pusher, &id).is_empty())
         .await;
     assert!(!events.is_empty());
-    assert_eq!(status_events(&pusher, &id)[0]["twilioSid"], sent.twilio_sid.unwrap());
+    assert_eq!(
+        status_events(&pusher, &id)[0]["twilioSid"],
+        sent.twilio_sid.unwrap()
+    );
     assert_eq!(metric_of(&app, "sms_sent_total").await, 1.0);
     assert_eq!(metric_of(&app, "sms_retried_total").await, 0.0);
 }
@@ -384,9 +407,16 @@ async fn a_send_queued_while_twilio_is_unreachable_is_delivered_once_it_comes_up
     // Nothing listens there yet: connection refused.
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let app = spawn_instance(TestDb::new(backend), &options(backend, &base, &pusher, 5_000), None).await;
+    let app = spawn_instance(
+        TestDb::new(backend),
+        &options(backend, &base, &pusher, 5_000),
+        None,
+    )
+    .await;
     let contact = app.contact("+14155550112").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "after the outage").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "after the outage")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -397,12 +427,21 @@ async fn a_send_queued_while_twilio_is_unreachable_is_delivered_once_it_comes_up
     assert!(waiting.last_error.is_some());
     assert_eq!(message(&app, &id).status, "queued");
 
-    let twilio = FakeTwilio::start_on(Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())).await;
-    let sent = wait_message(&app, &id, "delivered once Twilio is up", |m| m.twilio_sid.is_some()).await;
+    let twilio = FakeTwilio::start_on(Some(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+    ))
+    .await;
+    let sent = wait_message(&app, &id, "delivered once Twilio is up", |m| {
+        m.twilio_sid.is_some()
+    })
+    .await;
     let creates = twilio.creates_of("after the outage");
     assert_eq!(creates.len(), 1, "{creates:?}");
     assert_eq!(creates[0].sid, sent.twilio_sid);
-    assert!(twilio.lookups().is_empty(), "a refused connection sent nothing: no lookup");
+    assert!(
+        twilio.lookups().is_empty(),
+        "a refused connection sent nothing: no lookup"
+    );
     assert!(metric_of(&app, "sms_retried_total").await >= 1.0);
     twilio.assert_all_proper();
 }
@@ -417,7 +456,9 @@ async fn an_answer_lost_to_the_timeout_is_looked_up_and_its_sid_adopted(backend:
     let options = options(backend, &twilio.server.uri(), &pusher, 300);
     let app = spawn_instance(TestDb::new(backend), &options, None).await;
     let contact = app.contact("+14155550113").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "answered too late").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "answered too late")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -428,7 +469,10 @@ async fn an_answer_lost_to_the_timeout_is_looked_up_and_its_sid_adopted(backend:
     assert_eq!(sent.status, "sent", "the status Twilio listed");
     let lookups = twilio.lookups();
     assert!(!lookups.is_empty());
-    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
     let yesterday = (chrono::Utc::now().date_naive() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
@@ -436,7 +480,12 @@ async fn an_answer_lost_to_the_timeout_is_looked_up_and_its_sid_adopted(backend:
         .iter()
         .find(|q| q.iter().any(|(k, _)| k == "DateSent>"))
         .expect("a lookup filtered by DateSent>=");
-    let get = |name: &str| dated.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        dated
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("To").as_deref(), Some("+14155550113"));
     assert_eq!(get("From").as_deref(), Some(TEAM_PHONE));
     let day = get("DateSent>").unwrap();
@@ -477,9 +526,16 @@ async fn a_send_in_flight_when_the_process_stops_is_resumed_by_the_next_start(ba
         store: true,
     });
     let second = spawn_instance(db, &options, Some(fixtures)).await;
-    let sent = wait_message(&second, &id, "resumed after the lease", |m| m.twilio_sid.is_some()).await;
+    let sent = wait_message(&second, &id, "resumed after the lease", |m| {
+        m.twilio_sid.is_some()
+    })
+    .await;
     let creates = twilio.creates();
-    assert_eq!(creates.len(), 1, "Twilio had it: adopted, not sent again: {creates:?}");
+    assert_eq!(
+        creates.len(),
+        1,
+        "Twilio had it: adopted, not sent again: {creates:?}"
+    );
     assert_eq!(sent.twilio_sid, creates[0].sid);
     assert!(job(&second, &id).is_none());
     twilio.assert_all_proper();
@@ -493,22 +549,32 @@ async fn a_5xx_is_looked_up_and_sent_again_only_when_twilio_has_not_got_it(backe
     });
     let app = spawn(backend, &twilio, &pusher).await;
     let contact = app.contact("+14155550115").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "after a 500").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "after a 500")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let sent = wait_message(&app, &id, "sent after the lookup", |m| m.twilio_sid.is_some()).await;
+    let sent = wait_message(&app, &id, "sent after the lookup", |m| {
+        m.twilio_sid.is_some()
+    })
+    .await;
     let creates = twilio.creates();
     assert_eq!(
         creates.iter().map(|c| c.answered).collect::<Vec<_>>(),
         vec![500, 201]
     );
     assert_eq!(sent.twilio_sid, creates[1].sid);
-    assert!(!twilio.lookups().is_empty(), "a 500 is looked up before sending again");
+    assert!(
+        !twilio.lookups().is_empty(),
+        "a 500 is looked up before sending again"
+    );
     twilio.assert_all_proper();
 }
 
-async fn spent_attempts_fail_the_message_with_twilio_unavailable_and_tell_the_page(backend: Backend) {
+async fn spent_attempts_fail_the_message_with_twilio_unavailable_and_tell_the_page(
+    backend: Backend,
+) {
     let (twilio, pusher) = (FakeTwilio::start().await, FakePusher::start().await);
     twilio.set_mode(Mode::Fail {
         status: 503,
@@ -516,7 +582,9 @@ async fn spent_attempts_fail_the_message_with_twilio_unavailable_and_tell_the_pa
     });
     let app = spawn(backend, &twilio, &pusher).await;
     let contact = app.contact("+14155550116").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "never taken").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "never taken")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -528,7 +596,9 @@ async fn spent_attempts_fail_the_message_with_twilio_unavailable_and_tell_the_pa
     assert_eq!(twilio.creates_of("never taken").len(), 4);
     pusher
         .wait_for(DEADLINE, |_| {
-            status_events(&pusher, &id).iter().any(|m| m["status"] == "failed")
+            status_events(&pusher, &id)
+                .iter()
+                .any(|m| m["status"] == "failed")
         })
         .await;
     let event = status_events(&pusher, &id)
@@ -536,7 +606,12 @@ async fn spent_attempts_fail_the_message_with_twilio_unavailable_and_tell_the_pa
         .find(|m| m["status"] == "failed")
         .expect("message:status failed published");
     assert_eq!(event["errorCode"], "twilio_unavailable");
-    let shown = app.get(&format!("/api/contacts/{contact}/messages"), &app.fx.alice.token).await;
+    let shown = app
+        .get(
+            &format!("/api/contacts/{contact}/messages"),
+            &app.fx.alice.token,
+        )
+        .await;
     let listed = shown.body["messages"]
         .as_array()
         .unwrap()
@@ -556,7 +631,9 @@ async fn a_refusal_fails_the_message_at_once_with_twilios_code(backend: Backend)
     twilio.set_mode(Mode::Refuse { code: 21211 });
     let app = spawn(backend, &twilio, &pusher).await;
     let contact = app.contact("+14155550117").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "refused").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "refused")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -565,10 +642,14 @@ async fn a_refusal_fails_the_message_at_once_with_twilios_code(backend: Backend)
     assert!(job(&app, &id).is_none());
     pusher
         .wait_for(DEADLINE, |_| {
-            status_events(&pusher, &id).iter().any(|m| m["errorCode"] == "21211")
+            status_events(&pusher, &id)
+                .iter()
+                .any(|m| m["errorCode"] == "21211")
         })
         .await;
-    assert!(status_events(&pusher, &id).iter().any(|m| m["errorCode"] == "21211"));
+    assert!(status_events(&pusher, &id)
+        .iter()
+        .any(|m| m["errorCode"] == "21211"));
     // Once: a refusal is not retried, and needs no lookup.
     assert_eq!(twilio.creates().len(), 1);
     assert!(twilio.lookups().is_empty());
@@ -585,7 +666,9 @@ async fn a_status_callback_before_the_answer_is_kept_and_applied(backend: Backen
     });
     let app = spawn(backend, &twilio, &pusher).await;
     let contact = app.contact("+14155550118").await;
-    let id = app.send_message(&app.fx.alice.token, &contact, "fast callback").await["id"]
+    let id = app
+        .send_message(&app.fx.alice.token, &contact, "fast callback")
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -641,7 +724,8 @@ async fn two_instances_on_one_postgres_database_send_each_sms_once() {
         };
         let contact = contact.clone();
         async move {
-            app.send_message(&token, &contact, &format!("burst {n}")).await["id"]
+            app.send_message(&token, &contact, &format!("burst {n}"))
+                .await["id"]
                 .as_str()
                 .unwrap()
                 .to_owned()

@@ -63,7 +63,11 @@ fn after(now: NaiveDateTime, wait: Duration) -> NaiveDateTime {
 impl SmsJob {
     /// Queues the send of `message_id`, due at once. A message has one job:
     /// queuing it again changes nothing.
-    pub fn enqueue(conn: &mut DbConnection, message_id: i64, now: NaiveDateTime) -> QueryResult<()> {
+    pub fn enqueue(
+        conn: &mut DbConnection,
+        message_id: i64,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
         if SmsJob::find(conn, message_id)?.is_some() {
             return Ok(());
         }

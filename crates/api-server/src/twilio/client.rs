@@ -229,7 +229,9 @@ impl TwilioClient {
             let Some(url) = next.take() else { break };
             let page = self.list(&url).await?;
             found.extend(page.messages);
-            next = page.next_page_uri.map(|uri| format!("{}{uri}", self.api_base));
+            next = page
+                .next_page_uri
+                .map(|uri| format!("{}{uri}", self.api_base));
         }
         let undated = [("To", to), ("From", from), ("PageSize", LOOKUP_PAGE_SIZE)];
         found.extend(self.list(&self.list_url(&undated)?).await?.messages);
@@ -271,7 +273,8 @@ impl TwilioClient {
         if !(200..300).contains(&status) {
             return Err(format!("Twilio answered {status} to the lookup"));
         }
-        serde_json::from_str(&text).map_err(|e| format!("unreadable lookup answer from Twilio: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| format!("unreadable lookup answer from Twilio: {e}"))
     }
 }
 

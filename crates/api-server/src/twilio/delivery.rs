@@ -317,7 +317,11 @@ async fn try_process(state: &AppState, claimed: &Claimed) -> Result<(), AppError
         .to_std()
         .is_ok_and(|age| age > MAX_AGE);
     let spent = claimed.job.attempts >= settings.max_attempts || too_old;
-    let (from, to, body) = (team.phone_number.as_str(), contact.phone.as_str(), message.body.as_str());
+    let (from, to, body) = (
+        team.phone_number.as_str(),
+        contact.phone.as_str(),
+        message.body.as_str(),
+    );
     if claimed.job.sent_unknown {
         let since = claimed.job.first_attempt_at.unwrap_or(message.created_at);
         match twilio.find_sent(from, to, body, since).await {
@@ -358,7 +362,9 @@ async fn try_process(state: &AppState, claimed: &Claimed) -> Result<(), AppError
         return fail(state, &contact, claimed, TWILIO_UNAVAILABLE, &why).await;
     }
     match twilio.send(from, to, body).await {
-        Ok(accepted) => record_sent(state, &contact, message_id, accepted.sid, accepted.status).await,
+        Ok(accepted) => {
+            record_sent(state, &contact, message_id, accepted.sid, accepted.status).await
+        }
         Err(SendError::Refused { code, message }) => {
             tracing::warn!(message_id, %code, %message, "Twilio refused the message");
             fail(state, &contact, claimed, &code, &message).await
@@ -398,7 +404,12 @@ async fn retry_or_fail(
     let kept = state
         .write(move |conn| {
             Ok(SmsJob::retry_at(
-                conn, message_id, &token, at, may_be_sent, &why,
+                conn,
+                message_id,
+                &token,
+                at,
+                may_be_sent,
+                &why,
             )?)
         })
         .await?;
@@ -520,10 +531,19 @@ mod tests {
     #[test]
     fn attempts_stop_at_the_maximum_but_an_uncertain_one_is_looked_up() {
         let settings = SendSettings::default();
-        assert_eq!(after_failure(&settings, 1, false), Next::Retry(Duration::from_secs(2)));
-        assert_eq!(after_failure(&settings, 7, true), Next::Retry(Duration::from_secs(128)));
+        assert_eq!(
+            after_failure(&settings, 1, false),
+            Next::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            after_failure(&settings, 7, true),
+            Next::Retry(Duration::from_secs(128))
+        );
         assert_eq!(after_failure(&settings, 8, false), Next::GiveUp);
-        assert_eq!(after_failure(&settings, 8, true), Next::Retry(Duration::from_secs(180)));
+        assert_eq!(
+            after_failure(&settings, 8, true),
+            Next::Retry(Duration::from_secs(180))
+        );
         assert_eq!(after_failure(&settings, 9, true), Next::GiveUp);
     }
 
@@ -537,7 +557,10 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        assert_eq!(SendSettings::from_lookup(vars(&[])).unwrap(), SendSettings::default());
+        assert_eq!(
+            SendSettings::from_lookup(vars(&[])).unwrap(),
+            SendSettings::default()
+        );
         let short = SendSettings::from_lookup(vars(&[
             ("TWILIO_SEND_ATTEMPTS", "3"),
             ("TWILIO_RETRY_BASE_MS", "10"),
