@@ -119,6 +119,8 @@ pub struct TwilioClient {
     http: reqwest::Client,
     config: TwilioConfig,
     api_base: String,
+    /// `/2010-04-01/Accounts/{sid}/Messages.json?`: what a next page starts with.
+    messages_path: String,
     messages_url: String,
     status_callback: String,
 }
@@ -128,10 +130,8 @@ impl TwilioClient {
     /// to `public_url`; each request gives up after `timeout`.
     pub fn new(config: TwilioConfig, api_base: &str, public_url: &str, timeout: Duration) -> Self {
         let api_base = api_base.trim_end_matches('/').to_owned();
-        let messages_url = format!(
-            "{api_base}/2010-04-01/Accounts/{}/Messages.json",
-            config.account_sid
-        );
+        let messages_path = format!("/2010-04-01/Accounts/{}/Messages.json?", config.account_sid);
+        let messages_url = format!("{api_base}{}", messages_path.trim_end_matches('?'));
         TwilioClient {
             http: reqwest::Client::builder()
                 .timeout(timeout)
@@ -139,6 +139,7 @@ impl TwilioClient {
                 .unwrap_or_default(),
             config,
             api_base,
+            messages_path,
             messages_url,
             status_callback: format!(
                 "{}/api/webhooks/twilio/status",
@@ -168,15 +169,20 @@ impl TwilioClient {
             .await;
         let response = match answer {
             Ok(response) => response,
-            Err(e) if e.is_connect() => return Err(SendError::NotSent(e.to_string())),
+            // Without the URL: the lookup's carries phone numbers.
+            Err(e) if e.is_connect() => {
+                return Err(SendError::NotSent(e.without_url().to_string()))
+            }
             // A timeout may come after Twilio accepted.
-            Err(e) => return Err(SendError::Unknown(e.to_string())),
+            Err(e) => return Err(SendError::Unknown(e.without_url().to_string())),
         };
         let status = response.status().as_u16();
         let text = match response.text().await {
             Ok(text) => text,
-            Err(e) if may_retry(Some(status)) => return Err(SendError::NotSent(e.to_string())),
-            Err(e) => return Err(SendError::Unknown(e.to_string())),
+            Err(e) if may_retry(Some(status)) => {
+                return Err(SendError::NotSent(e.without_url().to_string()))
+            }
+            Err(e) => return Err(SendError::Unknown(e.without_url().to_string())),
         };
         if (200..300).contains(&status) {
             return serde_json::from_str::<Accepted>(&text)
@@ -229,9 +235,15 @@ impl TwilioClient {
             let Some(url) = next.take() else { break };
             let page = self.list(&url).await?;
             found.extend(page.messages);
-            next = page
-                .next_page_uri
-                .map(|uri| format!("{}{uri}", self.api_base));
+            next = match page.next_page_uri {
+                // Only a further page of this list: the credentials go
+                // nowhere else, whatever the answer says.
+                Some(uri) if uri.starts_with(&self.messages_path) => {
+                    Some(format!("{}{uri}", self.api_base))
+                }
+                Some(_) => return Err("Twilio named a next page outside the Messages list".into()),
+                None => None,
+            };
         }
         let undated = [("To", to), ("From", from), ("PageSize", LOOKUP_PAGE_SIZE)];
         found.extend(self.list(&self.list_url(&undated)?).await?.messages);
@@ -264,12 +276,19 @@ impl TwilioClient {
             )
             .send()
             .await
-            .map_err(|e| format!("looking the message up at Twilio failed: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "looking the message up at Twilio failed: {}",
+                    e.without_url()
+                )
+            })?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("looking the message up at Twilio failed: {e}"))?;
+        let text = response.text().await.map_err(|e| {
+            format!(
+                "looking the message up at Twilio failed: {}",
+                e.without_url()
+            )
+        })?;
         if !(200..300).contains(&status) {
             return Err(format!("Twilio answered {status} to the lookup"));
         }
