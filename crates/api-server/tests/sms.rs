@@ -250,6 +250,19 @@ impl FakeTwilio {
         *lock(&self.state.mode) = Some(mode);
     }
 
+    /// Keeps a message as if Twilio had taken it; answers its SID.
+    fn store(&self, to: &str, body: &str) -> String {
+        let sid = format!("SM{:032x}", rand::random::<u128>());
+        lock(&self.state.stored).push(Stored {
+            sid: sid.clone(),
+            to: to.into(),
+            from: TEAM_PHONE.into(),
+            body: body.into(),
+            created: chrono::Utc::now(),
+        });
+        sid
+    }
+
     fn creates(&self) -> Vec<Create> {
         lock(&self.state.creates).clone()
     }
@@ -741,4 +754,70 @@ async fn two_instances_on_one_postgres_database_send_each_sms_once() {
         assert_eq!(twilio.creates_of(&format!("burst {n}")).len(), 1);
     }
     twilio.assert_all_proper();
+}
+
+/// Outbound messages an earlier build left `queued` without a SID (its send
+/// ran in a task a stop could cut short) are queued by the migration and
+/// looked up first: one Twilio has is adopted; one it has not, written long
+/// ago, fails instead of reaching the contact late. Nothing is sent.
+#[actix_web::test]
+async fn messages_left_queued_by_an_earlier_build_are_looked_up_not_sent_blindly() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let (twilio, pusher) = (FakeTwilio::start().await, FakePusher::start().await);
+    let db = TestDb::new(Backend::Sqlite);
+    let mut conn = diesel::SqliteConnection::establish(&db.url).unwrap();
+    for up in [
+        include_str!("../../../migrations/sqlite/2026-11-25-000001_init/up.sql"),
+        include_str!("../../../migrations/sqlite/2026-11-25-000002_early_statuses/up.sql"),
+        include_str!("../../../migrations/sqlite/2026-11-26-000003_contact_unread_count/up.sql"),
+    ] {
+        conn.batch_execute(up).unwrap();
+    }
+    conn.batch_execute(
+        "CREATE TABLE __diesel_schema_migrations (
+             version VARCHAR(50) PRIMARY KEY NOT NULL,
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+         INSERT INTO __diesel_schema_migrations (version)
+             VALUES ('20261125000001'), ('20261125000002'), ('20261126000003');
+         INSERT INTO teams (id, name, phone_number, created_at) VALUES (1, 'Acme', '+14155550100', '2026-11-25 00:00:00');
+         INSERT INTO contacts (id, team_id, name, phone, created_at, updated_at) VALUES
+             (1, 1, 'Carol', '+14155550121', '2026-11-25 00:00:00', '2026-11-25 00:00:00');
+         INSERT INTO messages (id, team_id, contact_id, direction, body, media, status, twilio_sid, created_at) VALUES
+             (1, 1, 1, 'outbound', 'reached Twilio', '[]', 'queued', NULL, '2026-11-25 00:00:01'),
+             (2, 1, 1, 'outbound', 'never reached Twilio', '[]', 'queued', NULL, '2026-11-25 00:00:02'),
+             (3, 1, 1, 'outbound', 'sent long ago', '[]', 'delivered', 'SM00000000000000000000000000000003', '2026-11-25 00:00:03');",
+    )
+    .unwrap();
+    drop(conn);
+    let sid = twilio.store("+14155550121", "reached Twilio");
+
+    let map = common::config_map(
+        &options(Backend::Sqlite, &twilio.server.uri(), &pusher, 5_000),
+        &db,
+    );
+    let config = api_server::config::Config::from_lookup(|name| map.get(name).cloned()).unwrap();
+    let running = api_server::app::build(config).unwrap();
+    let handle = running.server.handle();
+    actix_web::rt::spawn(running.server);
+    let state = running.state;
+    let read = |id: i64| Message::reload(&mut db.connect(), id).unwrap();
+    let settled = eventually(DEADLINE, || {
+        read(1).twilio_sid.is_some() && read(2).status == "failed"
+    })
+    .await;
+    assert!(settled, "{:?} {:?}", read(1), read(2));
+    assert_eq!(read(1).twilio_sid.as_deref(), Some(sid.as_str()));
+    assert_eq!(read(2).error_code.as_deref(), Some("twilio_unavailable"));
+    assert_eq!(read(3).status, "delivered");
+    assert!(
+        twilio.creates().is_empty(),
+        "nothing sent blindly: {:?}",
+        twilio.creates()
+    );
+    assert!(SmsJob::find(&mut db.connect(), 3).unwrap().is_none());
+    twilio.assert_all_proper();
+    state.sms.shutdown(Duration::from_secs(2));
+    state.dispatcher.shutdown(Duration::from_secs(2));
+    handle.stop(false).await;
 }
