@@ -17,6 +17,7 @@ use crate::realtime::dispatcher::Dispatcher;
 use crate::realtime::Realtime;
 use crate::routes::api;
 use crate::twilio::client::TwilioClient;
+use crate::twilio::delivery::SmsWorker;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -34,6 +35,8 @@ pub struct AppState {
     pub login_limiter: RateLimiter,
     /// Twilio's Messages API, when credentials are configured.
     pub twilio: Option<TwilioClient>,
+    /// Sends the queued outbound SMS (running only when Twilio is configured).
+    pub sms: SmsWorker,
     /// Metrics.
     pub metrics: AppMetrics,
     /// pusher-js for the example page, when it is installed.
@@ -278,16 +281,28 @@ pub fn build(mut config: Config) -> Result<Running, String> {
         realtime,
         dispatcher,
         login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
-        twilio: config
-            .twilio
-            .clone()
-            .map(|t| TwilioClient::new(t, &config.twilio_api_base, &config.public_url)),
+        twilio: config.twilio.clone().map(|t| {
+            TwilioClient::new(
+                t,
+                &config.twilio_api_base,
+                &config.public_url,
+                config.twilio_send.timeout,
+            )
+        }),
+        sms: SmsWorker::new(),
         metrics,
         pusher_js: crate::routes::page::load_pusher_js(config.pusher_js_path.as_deref()),
         config,
     });
     // Events left from a previous run go out now.
     state.dispatcher.wake();
+    // So do the SMS left queued (after their lease, if a run died holding them).
+    if state.twilio.is_some() {
+        state
+            .sms
+            .start(&state.clone().into_inner())
+            .map_err(|e| format!("cannot start the SMS worker: {e}"))?;
+    }
     let server = http_server(state.clone(), listener).map_err(|e| e.to_string())?;
     Ok(Running {
         server,
@@ -296,9 +311,12 @@ pub fn build(mut config: Config) -> Result<Running, String> {
     })
 }
 
-/// Graceful shutdown: clients told to reconnect, the outbox drained, then
-/// the HTTP server stopped.
+/// Graceful shutdown: the SMS under way handed to Twilio (new ones stay
+/// queued), clients told to reconnect, the outbox drained, then the HTTP
+/// server stopped.
 pub async fn shutdown(running_handle: actix_web::dev::ServerHandle, state: web::Data<AppState>) {
+    let for_sms = state.clone();
+    let _ = web::block(move || for_sms.sms.shutdown(Duration::from_secs(10))).await;
     state.realtime.shutdown(Duration::from_secs(5)).await;
     let for_drain = state.clone();
     let _ = web::block(move || for_drain.dispatcher.shutdown(Duration::from_secs(10))).await;

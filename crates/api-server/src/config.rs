@@ -42,6 +42,9 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     /// `TWILIO_API_BASE`.
     pub twilio_api_base: String,
+    /// `TWILIO_SEND_ATTEMPTS`, `TWILIO_RETRY_BASE_MS`, `TWILIO_RETRY_MAX_MS`,
+    /// `TWILIO_TIMEOUT_MS`: how outbound SMS are tried.
+    pub twilio_send: crate::twilio::delivery::SendSettings,
     /// `PUSHER_JS_PATH`: pusher-js's browser build for the example page
     /// (default: the copy `scripts/dev` installs in `examples/inbox`).
     pub pusher_js_path: Option<String>,
@@ -178,6 +181,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             pusher_js_path: get("PUSHER_JS_PATH"),
+            twilio_send: crate::twilio::delivery::SendSettings::from_lookup(get)?,
         })
     }
 

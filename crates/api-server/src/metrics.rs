@@ -1,6 +1,7 @@
 //! Prometheus metrics of the API: requests, the outbox (depth, oldest age),
 //! events published (and today's count beside Pusher's free daily quota),
-//! Pusher errors, and the delay from commit to publish.
+//! Pusher errors, the delay from commit to publish, and outbound SMS sent,
+//! retried and failed.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,12 @@ pub struct AppMetrics {
     pub daily_quota: IntGauge,
     /// From the commit of a change to the publish of its event.
     pub commit_to_publish: Histogram,
+    /// Outbound SMS Twilio took (or a lookup found it had).
+    pub sms_sent: IntCounter,
+    /// Attempts to send an SMS put back for a later try.
+    pub sms_retried: IntCounter,
+    /// Outbound SMS that ended `failed` (refused, or attempts spent).
+    pub sms_failed: IntCounter,
     today: Arc<(AtomicI64, AtomicU64)>,
 }
 
@@ -116,6 +123,24 @@ impl AppMetrics {
                 ),
             ),
             commit_to_publish: register(&registry, histogram),
+            sms_sent: register(
+                &registry,
+                counter("sms_sent_total", "Outbound SMS Twilio took"),
+            ),
+            sms_retried: register(
+                &registry,
+                counter(
+                    "sms_retried_total",
+                    "Attempts to send an SMS put back for a later try",
+                ),
+            ),
+            sms_failed: register(
+                &registry,
+                counter(
+                    "sms_failed_total",
+                    "Outbound SMS that ended failed (refused, or attempts spent)",
+                ),
+            ),
             today: Arc::new((AtomicI64::new(0), AtomicU64::new(0))),
             registry,
         };

@@ -15,6 +15,9 @@
 // these tests, StatusCallback: a missing one is a 400 with a Twilio error code).
 // Every request is recorded (method, path, auth, form, what was answered).
 //
+// Like Twilio, a message it accepts is kept (and listed) from the moment the request
+// arrived, even when its answer is held back.
+//
 // What a message creation answers is switchable:
 //   fake.succeed()              201 {"sid":"SM<32 hex>","status":"queued",...} (default)
 //   fake.succeed({ delayMs, sid })  the same, answered after delayMs, with that SID
@@ -108,6 +111,11 @@ class FakeTwilio {
     return this.requests.filter((r) => r.kind === 'message' && pred(r));
   }
 
+  /** Recorded reads of the Messages list (lookups), optionally only those matching `pred`. */
+  lookups(pred = () => true) {
+    return this.requests.filter((r) => r.kind === 'lookup' && pred(r));
+  }
+
   /** Resolves the answered requests once `pred(requests)` holds. */
   waitFor(pred, ms = 5000, what = 'requests') {
     return this._wait('requests', pred, ms, what);
@@ -173,7 +181,9 @@ class FakeTwilio {
       };
       const messages = MESSAGES_PATH.exec(url.pathname);
       const account = ACCOUNT_PATH.exec(url.pathname);
-      if (messages) record.kind = 'message';
+      record.query = Object.fromEntries(url.searchParams);
+      if (messages && req.method === 'GET') record.kind = 'lookup';
+      else if (messages) record.kind = 'message';
       else if (account) record.kind = 'account';
       this.arrivals.push(record);
       this._check();

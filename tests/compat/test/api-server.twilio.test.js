@@ -6,7 +6,9 @@
 //     request reached), To picks the team, unknown From becomes a contact, retried
 //     MessageSid stores nothing new, events through pusher-js;
 //   - outbound sends: the request Twilio gets, its SID/status stored, status callbacks only
-//     moving forwards, Twilio's refusals, retries only when nothing can have been sent;
+//     moving forwards, Twilio's refusals, retries only when nothing can have been sent (a
+//     5xx or a timeout is first looked up in the Messages list, and a SID found adopted),
+//     failed with twilio_unavailable once the attempts are spent;
 //   - PUBLIC_URL = the server's own http://127.0.0.1:<port>, and Twilio not reachable yet;
 //   - no Twilio configured: webhooks refused, sends say not_sent;
 //   - `api-server doctor` against the fake.
@@ -30,6 +32,13 @@ const TEAM_PHONE = '+14155550100';
 const OTHER_TEAM_PHONE = '+14155550199';
 const CONTACT_PHONES = { 1: '+14155550111', 2: '+14155550122', 3: '+14155550133' };
 const INBOUND = '/api/webhooks/twilio';
+// Retries fast enough for a test: 4 attempts, 100 ms doubling up to 1 s, 2 s per request.
+const SEND_SETTINGS = {
+  TWILIO_SEND_ATTEMPTS: '4',
+  TWILIO_RETRY_BASE_MS: '100',
+  TWILIO_RETRY_MAX_MS: '1000',
+  TWILIO_TIMEOUT_MS: '2000',
+};
 const STATUS = '/api/webhooks/twilio/status';
 
 let fake;
@@ -49,6 +58,7 @@ before(async () => {
         TWILIO_AUTH_TOKEN: AUTH_TOKEN,
         TWILIO_API_BASE: fake.base,
         PUBLIC_URL,
+        ...SEND_SETTINGS,
       },
     }),
     ApiServer.start({ env: ({ base }) => ({ PUBLIC_URL: base }) }),
@@ -58,6 +68,7 @@ before(async () => {
         TWILIO_AUTH_TOKEN: AUTH_TOKEN,
         TWILIO_API_BASE: `http://127.0.0.1:${offlinePort}`,
         PUBLIC_URL: base,
+        ...SEND_SETTINGS,
       }),
     }),
   ]);
@@ -470,7 +481,7 @@ test('outbound: queued, handed to Twilio with auth and StatusCallback, SID store
   }
 });
 
-test("outbound: Twilio's refusal (21211) → failed; 503 twice then 201 → one SMS; 500 → never retried, failed", async () => {
+test("outbound: Twilio's refusal (21211) → failed; 503 twice then 201 → one SMS; 500 → looked up before every new request, failed once the attempts are spent", async () => {
   const requestsFor = (body) => fake.messageRequests((r) => r.form.Body === body);
   try {
     // Refused: 400 {"code":21211,...}
@@ -506,16 +517,24 @@ test("outbound: Twilio's refusal (21211) → failed; 503 twice then 201 → one 
     assert.deepEqual(requestsFor(limitedBody).map((r) => r.answer.status), [429, 201]);
     assert.equal(limitedStored.twilioSid, requestsFor(limitedBody)[1].answer.body.sid);
 
-    // 500 may have sent the SMS: one request, then failed.
+    // 500 may have sent the SMS: before each new request the Messages list is read; this
+    // Twilio never has it, so after the 4 attempts (TWILIO_SEND_ATTEMPTS) the message fails.
     fake.serverError();
     const errorBody = unique('server error');
     const errored = await send(1, errorBody);
-    const gaveUp = await waitMessage(1, errored.id, (m) => m.status === 'failed', 'failed after a 500');
-    assert.equal(typeof gaveUp.errorCode, 'string');
-    assert.ok(gaveUp.errorCode.length > 0);
+    const gaveUp = await waitMessage(1, errored.id, (m) => m.status === 'failed', 'failed after 500s', { ms: 15000 });
+    assert.equal(gaveUp.errorCode, 'twilio_unavailable');
     assert.equal(gaveUp.twilioSid, null);
-    await sleep(700); // longer than the client's first retry delay
-    assert.equal(requestsFor(errorBody).length, 1, `a 500 was retried: ${JSON.stringify(requestsFor(errorBody))}`);
+    const posts = requestsFor(errorBody);
+    assert.deepEqual(posts.map((r) => r.answer.status), [500, 500, 500, 500]);
+    // Every request after the first follows a lookup, filtered as Twilio documents.
+    const firstPost = fake.requests.indexOf(posts[0]);
+    for (const post of posts.slice(1)) {
+      const before = fake.requests.slice(firstPost, fake.requests.indexOf(post));
+      assert.ok(before.some((r) => r.kind === 'lookup' && r.query.To === CONTACT_PHONES[1] && r.query.From === TEAM_PHONE), `a 500 was sent again without a lookup: ${JSON.stringify(before)}`);
+    }
+    assert.ok(fake.lookups((r) => r.query.To === CONTACT_PHONES[1] && /^\d{4}-\d{2}-\d{2}$/.test(r.query['DateSent>'] || '')).length > 0, 'a lookup with DateSent>=');
+    assert.ok(fake.lookups().every((r) => r.authorized));
   } finally {
     fake.succeed();
   }
@@ -544,6 +563,22 @@ test('Idempotency-Key: a retried send hands the message to Twilio once', async (
   const requests = fake.messageRequests((r) => r.form.Body === body);
   assert.equal(requests.length, 1, `Twilio got the retried send again: ${JSON.stringify(requests.map((r) => r.form))}`);
   assert.equal(stored.twilioSid, requests[0].answer.body.sid);
+});
+
+test('an answer lost to the timeout: the message is looked up, its SID adopted, never sent twice', async () => {
+  const twilioSid = sid('SM');
+  // Accepted (and listed) at once, answered only after the 2 s TWILIO_TIMEOUT_MS.
+  fake.succeed({ delayMs: 4000, sid: twilioSid });
+  const body = unique('answered too late');
+  try {
+    const message = await send(1, body);
+    const stored = await waitMessage(1, message.id, (m) => !!m.twilioSid, 'the adopted SID', { ms: 15000 });
+    assert.equal(stored.twilioSid, twilioSid);
+    assert.equal(fake.arrivals.filter((r) => r.kind === 'message' && r.form.Body === body).length, 1, 'sent twice');
+    assert.ok(fake.lookups((r) => r.query.To === CONTACT_PHONES[1]).length > 0);
+  } finally {
+    fake.succeed();
+  }
 });
 
 test(

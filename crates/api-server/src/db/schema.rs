@@ -116,11 +116,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sms_outbox (message_id) {
+        message_id -> BigInt,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+        lock_token -> Nullable<Text>,
+        sent_unknown -> Bool,
+        first_attempt_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> teams (team_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(contacts -> teams (team_id));
 diesel::joinable!(messages -> contacts (contact_id));
 diesel::joinable!(notes -> contacts (contact_id));
+diesel::joinable!(sms_outbox -> messages (message_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     teams,
@@ -133,4 +148,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     realtime_apps,
     early_statuses,
+    sms_outbox,
 );

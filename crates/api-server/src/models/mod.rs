@@ -10,6 +10,7 @@ pub mod note;
 pub mod outbox;
 pub mod realtime_app;
 pub mod session;
+pub mod sms_outbox;
 pub mod team;
 pub mod user;
 

@@ -1,73 +1,494 @@
-//! Hands a committed outbound message to Twilio, off the request path, and
-//! records (and publishes) what Twilio answered.
+//! The SMS worker: sends the outbound messages queued in `sms_outbox` (in
+//! the same transaction as the message) through Twilio, and records (and
+//! publishes) what Twilio answered.
+//!
+//! It runs on its own thread and runtime, woken by each send and polling
+//! for due jobs. A job is claimed with a lease, so a job whose claimer died
+//! (a stop, a kill -9) is taken again once the lease has passed; every claim
+//! marks the job `sent_unknown` until its outcome is recorded, so a job
+//! taken again, or one whose request timed out or got a 5xx, is first looked
+//! up in Twilio's Messages list and its SID adopted if Twilio has it. A new
+//! request goes out only when nothing can have been sent: no connection,
+//! 429, 503, or a lookup that found nothing. Retries back off; when the
+//! attempts are spent the message ends `failed` (`twilio_unavailable`).
+//! Twilio's refusals end it at once with Twilio's code.
 
-use actix_web::web;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::config::ConfigError;
 use crate::db::write_transaction;
 use crate::error::AppError;
 use crate::models::contact::Contact;
 use crate::models::early_status::EarlyStatus;
-use crate::models::message::Message;
+use crate::models::message::{Message, STATUS_QUEUED};
+use crate::models::sms_outbox::{Claimed, SmsJob};
 use crate::models::team::Team;
 use crate::realtime::{notify_contact, ContactEvent};
 use crate::twilio::client::SendError;
 use crate::twilio::status::may_move;
 
-/// Sends message `message_id` through Twilio; every change is published.
-pub async fn deliver(state: web::Data<AppState>, message_id: i64) {
-    if let Err(e) = try_deliver(&state, message_id).await {
-        tracing::error!(message_id, error = %e, "could not record Twilio's answer");
+/// The error code of a message Twilio could not be made to take.
+pub const TWILIO_UNAVAILABLE: &str = "twilio_unavailable";
+/// A job whose message is older than this is not sent any more (it is
+/// still looked up, in case an earlier attempt went out): a send left
+/// behind by a long stop fails rather than reach the contact hours late.
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
+/// Sends under way at once, per instance.
+const IN_FLIGHT: usize = 16;
+/// The longest the worker sleeps between looks at the queue.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How sends are tried (`TWILIO_SEND_ATTEMPTS`, `TWILIO_RETRY_BASE_MS`,
+/// `TWILIO_RETRY_MAX_MS`, `TWILIO_TIMEOUT_MS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSettings {
+    /// Attempts before a message ends `failed` (default 8).
+    pub max_attempts: i32,
+    /// The wait after the first failed attempt, doubling after each one
+    /// (default 2 s).
+    pub retry_base: Duration,
+    /// The longest wait between attempts (default 3 min).
+    pub retry_max: Duration,
+    /// How long one request to Twilio may take (default 15 s).
+    pub timeout: Duration,
+}
+
+impl Default for SendSettings {
+    fn default() -> Self {
+        SendSettings {
+            max_attempts: 8,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(180),
+            timeout: Duration::from_secs(15),
+        }
     }
 }
 
-async fn try_deliver(state: &web::Data<AppState>, message_id: i64) -> Result<(), AppError> {
+impl SendSettings {
+    /// Reads the settings through `get` (unset: the defaults).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let number = |variable: &'static str, max: u64| -> Result<Option<u64>, ConfigError> {
+            get(variable)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=max).contains(n))
+                        .ok_or_else(|| ConfigError {
+                            variable,
+                            message: format!("{v:?} is not a whole number from 1 to {max}"),
+                        })
+                })
+                .transpose()
+        };
+        let defaults = SendSettings::default();
+        let millis = |variable, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(number(variable, 86_400_000)?.map_or(default, Duration::from_millis))
+        };
+        Ok(SendSettings {
+            max_attempts: number("TWILIO_SEND_ATTEMPTS", 100)?
+                .map_or(defaults.max_attempts, |n| n as i32),
+            retry_base: millis("TWILIO_RETRY_BASE_MS", defaults.retry_base)?,
+            retry_max: millis("TWILIO_RETRY_MAX_MS", defaults.retry_max)?,
+            timeout: millis("TWILIO_TIMEOUT_MS", defaults.timeout)?,
+        })
+    }
+
+    /// How long a claim holds a job: longer than one attempt can take (two
+    /// lookup reads of a few pages and the send, each bounded by
+    /// `timeout`), so a live claimer is never overtaken mid-request.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 8 + Duration::from_secs(2)
+    }
+
+    /// The wait after failed attempt number `attempt` (1 for the first).
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let doublings = attempt.saturating_sub(1).clamp(0, 20) as u32;
+        self.retry_base
+            .saturating_mul(1u32 << doublings)
+            .min(self.retry_max)
+    }
+}
+
+/// What follows a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this wait.
+    Retry(Duration),
+    /// The attempts are spent: the message fails.
+    GiveUp,
+}
+
+/// The retry decision, after failed attempt number `attempt` whose SMS
+/// `may_be_sent`. An attempt that may have sent the SMS always gets one
+/// more round, even past the last attempt: that round only looks the
+/// message up (and adopts what Twilio has) before giving up.
+pub fn after_failure(settings: &SendSettings, attempt: i32, may_be_sent: bool) -> Next {
+    if attempt < settings.max_attempts || (may_be_sent && attempt == settings.max_attempts) {
+        Next::Retry(settings.backoff(attempt))
+    } else {
+        Next::GiveUp
+    }
+}
+
+/// A handle on the SMS worker; started (by `app::build`) only when Twilio is
+/// configured.
+#[derive(Debug, Default)]
+pub struct SmsWorker {
+    wake: Arc<Notify>,
+    /// Set by [`SmsWorker::shutdown`]: until when sends under way may finish.
+    stop: Arc<Mutex<Option<Instant>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SmsWorker {
+    /// A worker not started yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the worker's thread for `state` (held weakly: the worker ends
+    /// when the application does).
+    pub fn start(&self, state: &Arc<AppState>) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let state = Arc::downgrade(state);
+        let wake = self.wake.clone();
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sms-worker".into())
+            .spawn(move || runtime.block_on(run(state, wake, stop)))?;
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Tells the worker a send was queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops claiming, lets the sends under way finish for at most
+    /// `timeout`, then stops. A send still under way then is dropped with
+    /// its job claimed: after the lease, the next start (or another
+    /// instance) looks it up at Twilio and sends it only if Twilio has not.
+    pub fn shutdown(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.wake.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(thread) = thread else { return };
+        // The runtime drops what is left at the deadline; recording an
+        // answer already received takes a moment more.
+        let give_up = deadline + Duration::from_secs(2);
+        while !thread.is_finished() && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("the SMS worker did not stop in time; its claimed sends are taken again after their lease");
+        }
+    }
+}
+
+async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<Instant>>>) {
+    let mut sends: JoinSet<()> = JoinSet::new();
+    let stopping = || *stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if stopping().is_some() {
+            break;
+        }
+        let Some(app) = state.upgrade() else { break };
+        let free = IN_FLIGHT.saturating_sub(sends.len());
+        let mut wait = POLL;
+        if free > 0 {
+            match claim(&app, free as i64).await {
+                Ok(claimed) => {
+                    for job in claimed {
+                        sends.spawn(process(app.clone(), job));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not claim queued SMS"),
+            }
+            wait = match next_due(&app).await {
+                Ok(Some(due)) => (due - crate::models::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .clamp(Duration::from_millis(5), POLL),
+                Ok(None) => POLL,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the SMS queue");
+                    POLL
+                }
+            };
+        }
+        drop(app);
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            Some(_) = sends.join_next(), if !sends.is_empty() => {}
+        }
+    }
+    let deadline = stopping().unwrap_or_else(Instant::now);
+    while !sends.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, sends.join_next()).await.is_err() {
+            tracing::warn!(
+                sends = sends.len(),
+                "SMS sends still under way at shutdown are left claimed; they are looked up and resumed after their lease"
+            );
+            break;
+        }
+    }
+    sends.abort_all();
+}
+
+async fn claim(state: &AppState, limit: i64) -> Result<Vec<Claimed>, AppError> {
+    let lease = state.config.twilio_send.lease();
+    // A read first, so an idle queue costs no write transaction.
+    let now = crate::models::now();
+    let due = state
+        .db(move |conn| Ok(SmsJob::next_due(conn)?))
+        .await?
+        .is_some_and(|due| due <= now);
+    if !due {
+        return Ok(Vec::new());
+    }
+    state
+        .write(move |conn| {
+            write_transaction(conn, |conn| {
+                Ok(SmsJob::claim(conn, crate::models::now(), limit, lease)?)
+            })
+        })
+        .await
+}
+
+async fn next_due(state: &AppState) -> Result<Option<chrono::NaiveDateTime>, AppError> {
+    state.db(|conn| Ok(SmsJob::next_due(conn)?)).await
+}
+
+async fn process(state: Arc<AppState>, claimed: Claimed) {
+    let message_id = claimed.job.message_id;
+    let span = tracing::info_span!("sms", message_id, attempt = claimed.attempt);
+    if let Err(e) = try_process(&state, &claimed).instrument(span).await {
+        // The job stays claimed; after its lease it is looked up and tried again.
+        tracing::error!(message_id, error = %e, "could not handle a queued SMS");
+    }
+}
+
+async fn try_process(state: &AppState, claimed: &Claimed) -> Result<(), AppError> {
     let Some(twilio) = state.twilio.clone() else {
         return Ok(());
     };
-    let (message, contact, team) = state
+    let message_id = claimed.job.message_id;
+    let loaded = state
         .db(move |conn| {
             let message = Message::reload(conn, message_id)?;
             let team = Team::find(conn, message.team_id)?;
-            let contact = Contact::find_in_team(conn, team.id, message.contact_id)?
-                .ok_or(AppError::NotFound("contact"))?;
+            let contact = Contact::find_in_team(conn, team.id, message.contact_id)?;
             Ok((message, contact, team))
         })
         .await?;
-    let (sid, status, error_code) = match twilio
-        .send(&team.phone_number, &contact.phone, &message.body)
-        .await
-    {
-        Ok(accepted) => (Some(accepted.sid), accepted.status, None),
+    let (message, Some(contact), team) = loaded else {
+        // The contact is gone: nothing to send to.
+        state
+            .write(move |conn| Ok(SmsJob::remove(conn, message_id)?))
+            .await?;
+        return Ok(());
+    };
+    if message.twilio_sid.is_some() || message.status != STATUS_QUEUED {
+        // Recorded already (by an earlier claimer whose lease ran out).
+        state
+            .write(move |conn| Ok(SmsJob::remove(conn, message_id)?))
+            .await?;
+        return Ok(());
+    }
+    let settings = state.config.twilio_send.clone();
+    let now = crate::models::now();
+    let too_old = (now - message.created_at)
+        .to_std()
+        .is_ok_and(|age| age > MAX_AGE);
+    let spent = claimed.job.attempts >= settings.max_attempts || too_old;
+    let (from, to, body) = (
+        team.phone_number.as_str(),
+        contact.phone.as_str(),
+        message.body.as_str(),
+    );
+    if claimed.job.sent_unknown {
+        let since = claimed.job.first_attempt_at.unwrap_or(message.created_at);
+        match twilio.find_sent(from, to, body, since).await {
+            Ok(found) => {
+                let taken = state
+                    .db({
+                        let sids: Vec<String> = found.iter().map(|m| m.sid.clone()).collect();
+                        move |conn| {
+                            let mut taken = Vec::new();
+                            for sid in sids {
+                                if Message::by_twilio_sid(conn, &sid)?.is_some() {
+                                    taken.push(sid);
+                                }
+                            }
+                            Ok(taken)
+                        }
+                    })
+                    .await?;
+                // A twin already stored as another message's SID is that
+                // message's; the oldest other one is ours.
+                if let Some(ours) = found.into_iter().find(|m| !taken.contains(&m.sid)) {
+                    tracing::info!(message_id, sid = %ours.sid, "Twilio had the message already; its SID is adopted");
+                    return record_sent(state, &contact, message_id, ours.sid, ours.status).await;
+                }
+            }
+            Err(why) => {
+                tracing::warn!(message_id, %why, "could not learn whether Twilio has the message");
+                return retry_or_fail(state, &contact, claimed, true, why, spent).await;
+            }
+        }
+    }
+    if spent {
+        let why = claimed
+            .job
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "too old to send".to_owned());
+        return fail(state, &contact, claimed, TWILIO_UNAVAILABLE, &why).await;
+    }
+    match twilio.send(from, to, body).await {
+        Ok(accepted) => {
+            record_sent(state, &contact, message_id, accepted.sid, accepted.status).await
+        }
         Err(SendError::Refused { code, message }) => {
             tracing::warn!(message_id, %code, %message, "Twilio refused the message");
-            (None, "failed".to_owned(), Some(code))
+            fail(state, &contact, claimed, &code, &message).await
         }
-        Err(SendError::Unavailable(why)) => {
-            tracing::warn!(message_id, %why, "Twilio could not take the message");
-            (
-                None,
-                "failed".to_owned(),
-                Some("twilio_unavailable".to_owned()),
-            )
+        Err(SendError::NotSent(why)) => {
+            tracing::warn!(message_id, %why, "Twilio did not take the message");
+            retry_or_fail(state, &contact, claimed, false, why, false).await
         }
+        Err(SendError::Unknown(why)) => {
+            tracing::warn!(message_id, %why, "Twilio may have taken the message; it is looked up before any new attempt");
+            retry_or_fail(state, &contact, claimed, true, why, false).await
+        }
+    }
+}
+
+/// Puts the job back with its backoff, or fails the message when the
+/// attempts are spent (`spent`: this round was the last one anyway).
+async fn retry_or_fail(
+    state: &AppState,
+    contact: &Contact,
+    claimed: &Claimed,
+    may_be_sent: bool,
+    why: String,
+    spent: bool,
+) -> Result<(), AppError> {
+    let next = if spent {
+        Next::GiveUp
+    } else {
+        after_failure(&state.config.twilio_send, claimed.attempt, may_be_sent)
     };
+    let wait = match next {
+        Next::Retry(wait) => wait,
+        Next::GiveUp => return fail(state, contact, claimed, TWILIO_UNAVAILABLE, &why).await,
+    };
+    let (message_id, token) = (claimed.job.message_id, claimed.token.clone());
+    let at = crate::models::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    let kept = state
+        .write(move |conn| {
+            Ok(SmsJob::retry_at(
+                conn,
+                message_id,
+                &token,
+                at,
+                may_be_sent,
+                &why,
+            )?)
+        })
+        .await?;
+    if kept {
+        state.metrics.sms_retried.inc();
+    }
+    Ok(())
+}
+
+/// Ends the message `failed` with `code`, if this claim still holds its job.
+async fn fail(
+    state: &AppState,
+    contact: &Contact,
+    claimed: &Claimed,
+    code: &str,
+    why: &str,
+) -> Result<(), AppError> {
+    tracing::warn!(message_id = claimed.job.message_id, %code, %why, "the message could not be sent");
+    let (message_id, token, code) = (
+        claimed.job.message_id,
+        claimed.token.clone(),
+        code.to_owned(),
+    );
+    let contact = contact.clone();
+    let outcome = state
+        .write(move |conn| {
+            write_transaction(conn, |conn| {
+                if !SmsJob::remove_claimed(conn, message_id, &token)? {
+                    // Another claim took it over (this one's lease ran out).
+                    return Ok(None);
+                }
+                let current = Message::reload(conn, message_id)?;
+                if current.twilio_sid.is_some() || !may_move(&current.status, "failed") {
+                    return Ok(Some(false));
+                }
+                Message::set_delivery(conn, message_id, None, "failed", Some(&code))?;
+                let updated = Message::reload(conn, message_id)?;
+                notify_contact(conn, &contact, ContactEvent::MessageStatus(&updated), None)?;
+                Ok::<_, AppError>(Some(true))
+            })
+        })
+        .await?;
+    if outcome.is_some() {
+        state.metrics.sms_failed.inc();
+    }
+    if outcome == Some(true) {
+        state.dispatcher.wake();
+    }
+    Ok(())
+}
+
+/// Records the SID Twilio gave (or that a lookup found) and its status,
+/// with any status callback that came first; removes the job whoever holds
+/// it, since the message is sent.
+async fn record_sent(
+    state: &AppState,
+    contact: &Contact,
+    message_id: i64,
+    sid: String,
+    status: String,
+) -> Result<(), AppError> {
+    let contact = contact.clone();
     let changed = state
         .write(move |conn| {
             write_transaction(conn, |conn| {
+                SmsJob::remove(conn, message_id)?;
                 let current = Message::reload(conn, message_id)?;
-                // A status callback may already have moved it further, or
-                // have come before this answer and been kept.
-                let early = match sid.as_deref() {
-                    Some(sid) => EarlyStatus::take(conn, sid)?,
-                    None => None,
-                };
+                if current.twilio_sid.is_some() {
+                    return Ok(None);
+                }
+                // A status callback may have come before this answer and
+                // been kept.
+                let early = EarlyStatus::take(conn, &sid)?;
                 let mut status = if may_move(&current.status, &status) {
                     status
                 } else {
                     current.status.clone()
                 };
-                let mut error_code = error_code.clone();
+                let mut error_code = current.error_code.clone();
                 if let Some(early) = early.filter(|e| may_move(&status, &e.status)) {
                     status = early.status;
                     error_code = early.error_code.or(error_code);
@@ -75,22 +496,91 @@ async fn try_deliver(state: &web::Data<AppState>, message_id: i64) -> Result<(),
                 Message::set_delivery(
                     conn,
                     message_id,
-                    sid.as_deref(),
+                    Some(&sid),
                     &status,
                     error_code.as_deref(),
                 )?;
                 let updated = Message::reload(conn, message_id)?;
-                let changed =
-                    updated.status != current.status || updated.twilio_sid != current.twilio_sid;
-                if changed {
-                    notify_contact(conn, &contact, ContactEvent::MessageStatus(&updated), None)?;
-                }
-                Ok::<_, AppError>(changed)
+                notify_contact(conn, &contact, ContactEvent::MessageStatus(&updated), None)?;
+                Ok::<_, AppError>(Some(()))
             })
         })
         .await?;
-    if changed {
+    if changed.is_some() {
+        state.metrics.sms_sent.inc();
         state.dispatcher.wake();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let settings = SendSettings::default();
+        assert_eq!(settings.backoff(1), Duration::from_secs(2));
+        assert_eq!(settings.backoff(2), Duration::from_secs(4));
+        assert_eq!(settings.backoff(7), Duration::from_secs(128));
+        assert_eq!(settings.backoff(8), Duration::from_secs(180));
+        assert_eq!(settings.backoff(1000), Duration::from_secs(180));
+        assert_eq!(settings.backoff(-1), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn attempts_stop_at_the_maximum_but_an_uncertain_one_is_looked_up() {
+        let settings = SendSettings::default();
+        assert_eq!(
+            after_failure(&settings, 1, false),
+            Next::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            after_failure(&settings, 7, true),
+            Next::Retry(Duration::from_secs(128))
+        );
+        assert_eq!(after_failure(&settings, 8, false), Next::GiveUp);
+        assert_eq!(
+            after_failure(&settings, 8, true),
+            Next::Retry(Duration::from_secs(180))
+        );
+        assert_eq!(after_failure(&settings, 9, true), Next::GiveUp);
+    }
+
+    #[test]
+    fn settings_are_read_and_checked() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            SendSettings::from_lookup(vars(&[])).unwrap(),
+            SendSettings::default()
+        );
+        let short = SendSettings::from_lookup(vars(&[
+            ("TWILIO_SEND_ATTEMPTS", "3"),
+            ("TWILIO_RETRY_BASE_MS", "10"),
+            ("TWILIO_RETRY_MAX_MS", "40"),
+            ("TWILIO_TIMEOUT_MS", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(short.max_attempts, 3);
+        assert_eq!(short.backoff(5), Duration::from_millis(40));
+        assert_eq!(short.timeout, Duration::from_millis(500));
+        for (variable, value) in [
+            ("TWILIO_SEND_ATTEMPTS", "0"),
+            ("TWILIO_SEND_ATTEMPTS", "many"),
+            ("TWILIO_TIMEOUT_MS", "-5"),
+        ] {
+            let error = SendSettings::from_lookup(|name: &str| {
+                (name == variable).then(|| value.to_owned())
+            })
+            .unwrap_err();
+            assert_eq!(error.variable, variable);
+        }
+    }
 }

@@ -253,7 +253,9 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Let the dispatcher publish what is left, then stop both.
+        // Stop the SMS worker (a send under way stays claimed for the next
+        // start), let the dispatcher publish what is left, then stop both.
+        self.state.sms.shutdown(Duration::from_secs(2));
         self.state.dispatcher.shutdown(Duration::from_secs(2));
         // `stop` sends the command at once; its answer is not awaited.
         drop(self.handle.stop(false));

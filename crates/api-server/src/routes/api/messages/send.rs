@@ -1,7 +1,9 @@
 //! `POST /api/messages/send`: `{contactId,body}` → 201 `{message}`.
 //! `X-Socket-Id` leaves the sender's connection out of the fan-out;
-//! `Idempotency-Key` makes a retry answer the first message instead of
-//! sending twice.
+//! `Idempotency-Key` makes a retry answer the first message, in its current
+//! state, instead of sending twice. The send itself is queued in
+//! `sms_outbox` in the message's transaction and done by the SMS worker
+//! (`twilio/delivery.rs`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -17,6 +19,7 @@ use crate::models::message::{
     Message, MessageView, NewMessage, OUTBOUND, STATUS_NOT_SENT, STATUS_QUEUED,
 };
 use crate::models::parse_id;
+use crate::models::sms_outbox::SmsJob;
 use crate::realtime::{notify_contact, ContactEvent};
 use crate::routes::api::socket_id;
 
@@ -94,6 +97,11 @@ pub async fn handler(
                         created_at: now,
                     },
                 )?;
+                if status == STATUS_QUEUED {
+                    // Sent by the SMS worker once this commits: the send is
+                    // as durable as the message.
+                    SmsJob::enqueue(conn, message.id, now)?;
+                }
                 if let Some(key) = &key {
                     idempotency::remember(
                         conn,
@@ -127,10 +135,8 @@ pub async fn handler(
         .await?;
     if created {
         state.dispatcher.wake();
-        if state.twilio.is_some() {
-            // Off the request path: the answer does not wait for Twilio.
-            actix_web::rt::spawn(crate::twilio::delivery::deliver(state.clone(), message.id));
-        }
+        // Off the request path: the answer does not wait for Twilio.
+        state.sms.wake();
     }
     Ok(HttpResponse::Created().json(json!({ "message": MessageView::from(&message) })))
 }
