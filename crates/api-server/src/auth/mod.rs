@@ -85,9 +85,7 @@ fn same_origin(req: &HttpRequest, config: &Config) -> bool {
 /// when it is not the scheme's default); `None` for an opaque origin.
 fn origin_of(url: &str) -> Option<String> {
     let origin = url::Url::parse(url).ok()?.origin();
-    origin
-        .is_tuple()
-        .then(|| origin.ascii_serialization())
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The origin the client addressed: the `Host` header (or HTTP/2's

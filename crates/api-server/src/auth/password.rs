@@ -164,7 +164,9 @@ mod tests {
         assert_eq!(verifier.verify("wrong".into(), None).await, Ok(false));
         let held = verifier.permits.clone().acquire_owned().await.unwrap();
         assert_eq!(
-            verifier.verify("correct horse".into(), Some(stored.clone())).await,
+            verifier
+                .verify("correct horse".into(), Some(stored.clone()))
+                .await,
             Err(Busy)
         );
         drop(held);

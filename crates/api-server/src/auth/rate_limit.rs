@@ -252,7 +252,10 @@ impl LoginLimiter {
             }
         }
         for key in &keys {
-            entries.entry(*key).or_insert_with(|| Entry::new(now)).in_flight += 1;
+            entries
+                .entry(*key)
+                .or_insert_with(|| Entry::new(now))
+                .in_flight += 1;
         }
         Ok(Attempt {
             limiter: self,
@@ -394,7 +397,11 @@ mod tests {
             // Just before the end of the delay it still waits; at its end it goes.
             assert_eq!(
                 limiter
-                    .begin(a, "victim@example.com", now + wait - Duration::from_millis(1))
+                    .begin(
+                        a,
+                        "victim@example.com",
+                        now + wait - Duration::from_millis(1)
+                    )
                     .unwrap_err(),
                 Duration::from_millis(1)
             );
@@ -413,7 +420,9 @@ mod tests {
                 .begin(ip("192.0.2.1"), "victim@example.com", now)
                 .map(|a| a.failed(now));
         }
-        assert!(limiter.begin(ip("192.0.2.1"), "victim@example.com", now).is_err());
+        assert!(limiter
+            .begin(ip("192.0.2.1"), "victim@example.com", now)
+            .is_err());
         limiter
             .begin(ip("198.51.100.2"), "victim@example.com", now)
             .unwrap()
@@ -440,16 +449,25 @@ mod tests {
         for _ in 0..2 {
             fail(&limiter, a, "mine@example.com", now);
         }
-        limiter.begin(a, "mine@example.com", now).unwrap().succeeded();
+        limiter
+            .begin(a, "mine@example.com", now)
+            .unwrap()
+            .succeeded();
         // The pair starts again: 2 more failures would have been 4 of 5.
         for _ in 0..2 {
             fail(&limiter, a, "mine@example.com", now);
         }
         // The address kept every failure (4 > 3 free): it waits.
-        assert_eq!(limiter.begin(a, "other@example.com", now).unwrap_err(), S(1));
+        assert_eq!(
+            limiter.begin(a, "other@example.com", now).unwrap_err(),
+            S(1)
+        );
         // A success of the attacker's own account does not wipe it.
         let later = now + S(1);
-        limiter.begin(a, "mine@example.com", later).unwrap().succeeded();
+        limiter
+            .begin(a, "mine@example.com", later)
+            .unwrap()
+            .succeeded();
         fail(&limiter, a, "victim@example.com", later);
         assert_eq!(
             limiter.begin(a, "victim@example.com", later).unwrap_err(),
@@ -463,7 +481,10 @@ mod tests {
         let a = ip("192.0.2.1");
         let now = Instant::now();
         for _ in 0..1000 {
-            limiter.begin(a, "user@example.com", now).unwrap().succeeded();
+            limiter
+                .begin(a, "user@example.com", now)
+                .unwrap()
+                .succeeded();
             drop(limiter.begin(a, "user@example.com", now).unwrap());
         }
         assert!(limiter.is_empty(), "nothing to remember");
@@ -484,11 +505,22 @@ mod tests {
         }
         // Past them, one at a time.
         let one = limiter.begin(a, "victim@example.com", now).unwrap();
-        assert_eq!(limiter.begin(a, "victim@example.com", now).unwrap_err(), S(1));
-        one.failed(now);
-        assert_eq!(limiter.begin(a, "victim@example.com", now).unwrap_err(), S(1));
         assert_eq!(
-            limiter.begin(a, "victim@example.com", now + S(1) - Duration::from_millis(1))
+            limiter.begin(a, "victim@example.com", now).unwrap_err(),
+            S(1)
+        );
+        one.failed(now);
+        assert_eq!(
+            limiter.begin(a, "victim@example.com", now).unwrap_err(),
+            S(1)
+        );
+        assert_eq!(
+            limiter
+                .begin(
+                    a,
+                    "victim@example.com",
+                    now + S(1) - Duration::from_millis(1)
+                )
                 .unwrap_err(),
             Duration::from_millis(1)
         );
@@ -503,9 +535,14 @@ mod tests {
             fail(&limiter, a, &format!("user{n}@example.com"), now);
         }
         fail(&limiter, a, "user100@example.com", now);
-        assert_eq!(limiter.begin(a, "fresh@example.com", now).unwrap_err(), S(1));
+        assert_eq!(
+            limiter.begin(a, "fresh@example.com", now).unwrap_err(),
+            S(1)
+        );
         // Another address is untouched.
-        assert!(limiter.begin(ip("192.0.2.2"), "fresh@example.com", now).is_ok());
+        assert!(limiter
+            .begin(ip("192.0.2.2"), "fresh@example.com", now)
+            .is_ok());
     }
 
     #[test]
@@ -555,9 +592,7 @@ mod tests {
             assert!(limiter.len() <= 1000);
         }
         // The blocked pair survived the flood of one-failure keys.
-        assert!(limiter
-            .begin(attacker, "victim@example.com", now)
-            .is_err());
+        assert!(limiter.begin(attacker, "victim@example.com", now).is_err());
     }
 
     #[test]
