@@ -194,15 +194,23 @@ async fn the_back_off_grows_with_each_failure() {
 
 // ---------------------------------------------------------------- the pool
 
-/// 30 concurrent wrong-password logins against a real (full-cost) argon2
-/// hash, from 30 addresses so the limit lets them all through; while they
-/// are being verified, `GET /api/me` must answer before as many of them
-/// have finished as the pool has connections. When each verification held
-/// a pooled connection, `/api/me` waited for the logins ahead of it to
-/// release theirs.
+/// 30 concurrent wrong-password logins against an argon2 hash, from 30
+/// addresses so the limit lets them all through; while they are being
+/// verified, `GET /api/me` must answer before as many of them have finished
+/// as the pool has connections. When each verification held a pooled
+/// connection, `/api/me` waited for the logins ahead of it to release theirs.
 async fn password_checks_hold_no_pooled_connection(backend: Backend) {
     let app = Arc::new(behind_proxy(backend).await);
-    let hash = api_server::auth::password::hash("a-real-password").unwrap();
+    // A tenth of the default cost (a debug build verifies the default in
+    // over a second): slow enough that 30 verifications take a while.
+    let hash = {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let params = argon2::Params::new(2048, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(b"a-real-password", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    };
     {
         let mut conn = app.db.connect();
         api_server::models::user::User::create(
@@ -230,11 +238,16 @@ async fn password_checks_hold_no_pooled_connection(backend: Backend) {
             res
         }));
     }
-    // The flood is under way: the logins are being verified or wait their turn.
+    // The flood is under way: password checks fill the verifier, every
+    // permit taken and more waiting (or, were they run on pooled
+    // connections, the pool).
     let verifier = &app.state.login_verifier;
+    let pool = &app.state.pool;
     assert!(
-        common::eventually(Duration::from_secs(30), || verifier.available() == 0
-            && verifier.waiting() > 0)
+        common::eventually(Duration::from_secs(30), || {
+            (verifier.available() == 0 && verifier.waiting() > 0)
+                || pool.state().idle_connections == 0
+        })
         .await,
         "the logins never filled the verifier"
     );
