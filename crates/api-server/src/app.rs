@@ -6,7 +6,8 @@ use actix_web::dev::{Server as HttpServerHandle, Service};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use tracing::Instrument;
 
-use crate::auth::rate_limit::RateLimiter;
+use crate::auth::password::Verifier;
+use crate::auth::rate_limit::LoginLimiter;
 use crate::config::Config;
 use crate::db::writer::Writer;
 use crate::db::{Backend, DbConnection, DbPool};
@@ -31,8 +32,10 @@ pub struct AppState {
     pub realtime: Realtime,
     /// Publishes the outbox.
     pub dispatcher: Dispatcher,
-    /// Login attempts.
-    pub login_limiter: RateLimiter,
+    /// Failed logins, per client address and per address + email.
+    pub login_limiter: LoginLimiter,
+    /// Verifies logins' passwords, a few at a time, off the async workers.
+    pub login_verifier: Verifier,
     /// Twilio's Messages API, when credentials are configured.
     pub twilio: Option<TwilioClient>,
     /// Sends the queued outbound SMS (running only when Twilio is configured).
@@ -280,7 +283,8 @@ pub fn build(mut config: Config) -> Result<Running, String> {
         writer,
         realtime,
         dispatcher,
-        login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
+        login_limiter: LoginLimiter::default(),
+        login_verifier: Verifier::default(),
         twilio: config.twilio.clone().map(|t| {
             TwilioClient::new(
                 t,

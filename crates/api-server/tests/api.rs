@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{json_body, read, spawn_app, spawn_with, Backend, Options, PASSWORD, SPAWN_LOGINS};
+use common::{json_body, read, spawn_app, spawn_with, Backend, Options, PASSWORD};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -12,7 +12,6 @@ backend_tests!(
     login_answers_token_user_and_an_httponly_lax_session_cookie,
     login_cookie_is_secure_only_when_public_url_is_https,
     bad_credentials_are_401_with_the_error_shape,
-    the_11th_rapid_login_attempt_is_429,
     me_answers_with_a_bearer_token_and_with_the_session_cookie,
     logout_is_204_and_the_token_stops_working,
     cookie_post_from_a_foreign_origin_is_403_and_from_our_origin_is_accepted,
@@ -132,29 +131,6 @@ async fn bad_credentials_are_401_with_the_error_shape(backend: Backend) {
         .await;
     assert_eq!(garbage.status, 400);
     assert_eq!(garbage.error_code(), "invalid_json");
-}
-
-async fn the_11th_rapid_login_attempt_is_429(backend: Backend) {
-    let app = spawn_app(backend).await;
-    // spawn_app's own logins came from this address too.
-    for attempt in SPAWN_LOGINS + 1..=10 {
-        let res = login(&app, "alice@example.com", "wrong-password").await;
-        assert_eq!(res.status, 401, "attempt {attempt}");
-    }
-    let limited = login(&app, "alice@example.com", PASSWORD).await;
-    assert_eq!(limited.status, 429, "11th attempt: {}", limited.text);
-    assert_eq!(limited.error_code(), "too_many_requests");
-    let retry_after: u64 = limited.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (1..=300).contains(&retry_after),
-        "Retry-After {retry_after}"
-    );
-    // Even the right password waits: the token must not be handed out.
-    assert!(limited.body["token"].is_null());
 }
 
 async fn me_answers_with_a_bearer_token_and_with_the_session_cookie(backend: Backend) {

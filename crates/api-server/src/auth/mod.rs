@@ -12,6 +12,7 @@ use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::app::AppState;
+use crate::config::Config;
 use crate::error::AppError;
 use crate::models::session::Session;
 use crate::models::user::User;
@@ -61,8 +62,9 @@ fn credential(req: &HttpRequest) -> Option<Credential> {
 }
 
 /// Whether a cookie-authenticated request may change state: safe methods
-/// always; others only when `Origin` (or `Referer`) is this site.
-fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
+/// always; others only when `Origin` (or `Referer`) is this site: the origin
+/// of `PUBLIC_URL`, or the request's own origin ([`own_origin`]).
+fn same_origin(req: &HttpRequest, config: &Config) -> bool {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
@@ -70,16 +72,85 @@ fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
     let Some(origin) = header("origin").or_else(|| header("referer")) else {
         return false;
     };
-    let Ok(origin) = url::Url::parse(origin) else {
+    let Some(origin) = origin_of(origin) else {
         return false;
     };
-    let origin = origin.origin().ascii_serialization();
-    let public = url::Url::parse(public_url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
-    let info = req.connection_info();
-    let own = format!("{}://{}", info.scheme(), info.host());
-    origin == public || origin == own
+    if origin_of(&config.public_url).is_some_and(|public| public == origin) {
+        return true;
+    }
+    own_origin(req, &config.trusted_proxies).is_some_and(|own| own == origin)
+}
+
+/// The serialised origin of a URL (`scheme://host[:port]`, the port only
+/// when it is not the scheme's default); `None` for an opaque origin.
+fn origin_of(url: &str) -> Option<String> {
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// The origin the client addressed: the `Host` header (or HTTP/2's
+/// authority) with the connection's scheme. Only from a trusted proxy
+/// (`TRUSTED_PROXIES`) are the forwarded host and scheme believed
+/// (`Forwarded: host=…;proto=…`, else `X-Forwarded-Host` /
+/// `X-Forwarded-Proto`), the value nearest to this server first: the one
+/// the trusted proxy itself wrote. From anyone else they are ignored, or a
+/// page elsewhere could name its own origin as ours.
+fn own_origin(req: &HttpRequest, trusted: &realtime_server::TrustedProxies) -> Option<String> {
+    let headers = req.headers();
+    let behind_proxy = trusted.trusts(req.peer_addr().map(|a| a.ip()));
+    let forwarded = |param: &str, header: &str| {
+        behind_proxy
+            .then(|| forwarded_param(headers, param).or_else(|| last_value(headers, header)))
+            .flatten()
+    };
+    let scheme = forwarded("proto", "x-forwarded-proto").unwrap_or_else(|| {
+        if req.app_config().secure() {
+            "https".to_owned()
+        } else {
+            "http".to_owned()
+        }
+    });
+    let host = forwarded("host", "x-forwarded-host")
+        .or_else(|| {
+            headers
+                .get(actix_web::http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") || host.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    origin_of(&format!("{scheme}://{host}"))
+}
+
+/// The last `param=` of the `Forwarded` header(s) (its quotes removed).
+fn forwarded_param(headers: &actix_web::http::header::HeaderMap, param: &str) -> Option<String> {
+    headers
+        .get_all("forwarded")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case(param)
+                .then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .last()
+}
+
+/// The last comma-separated value of a header (the nearest hop's).
+fn last_value(headers: &actix_web::http::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .last()
+        .map(str::to_owned)
 }
 
 impl FromRequest for AuthUser {
@@ -98,7 +169,7 @@ impl FromRequest for AuthUser {
                 Some(Credential::Cookie(token)) => (token, true),
                 None => return Err(AppError::Unauthorized),
             };
-            if from_cookie && !same_origin(&req, &state.config.public_url) {
+            if from_cookie && !same_origin(&req, &state.config) {
                 return Err(AppError::Forbidden(
                     "cross-site request refused: Origin does not match this site".into(),
                 ));

@@ -1,4 +1,9 @@
-//! Password hashes: argon2id with a random salt, in the PHC string format.
+//! Password hashes: argon2id with a random salt, in the PHC string format;
+//! and the [`Verifier`] that checks logins' passwords off the async workers,
+//! a few at a time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -31,6 +36,102 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash(&crate::auth::session::new_token()).unwrap_or_default())
 }
 
+/// Verifies passwords on the blocking thread pool, at most `permits` at a
+/// time (one per core by default: argon2 is all CPU, so more would only
+/// slow each one down and take the cores from every other request), with at
+/// most `max_waiting` more waiting for their turn. No database connection is
+/// held meanwhile.
+#[derive(Debug)]
+pub struct Verifier {
+    permits: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// Too many verifications are waiting: the caller answers 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Waiting verifications allowed per permit, by default.
+pub const WAITING_PER_PERMIT: usize = 32;
+
+impl Default for Verifier {
+    /// One permit per core (`std::thread::available_parallelism`), and
+    /// [`WAITING_PER_PERMIT`] waiting per permit.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Verifier::new(cores, cores * WAITING_PER_PERMIT)
+    }
+}
+
+/// Counts a verification waiting for its permit, until it has it or gives up.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Verifier {
+    /// At most `permits` verifications at a time, `max_waiting` waiting.
+    pub fn new(permits: usize, max_waiting: usize) -> Self {
+        Verifier {
+            permits: Arc::new(tokio::sync::Semaphore::new(permits.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// How many verifications wait for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// How many verifications could start now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Whether `password` matches `stored`; with `None`, it is verified
+    /// against [`dummy_hash`] (and does not match), so that an unknown email
+    /// takes as long as a wrong password. `Err(Busy)` when `max_waiting`
+    /// verifications already wait.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Busy> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(Busy);
+                }
+                let _waiting = Waiting(&self.waiting);
+                // The semaphore is never closed.
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Busy)?
+            }
+        };
+        // The permit goes with the work: if this future is dropped (the
+        // client left), the verification still holds it until it ends, so
+        // the cap on concurrent verifications holds whatever clients do.
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match stored {
+                Some(stored) => verify(&password, &stored),
+                None => {
+                    std::hint::black_box(verify(&password, dummy_hash()));
+                    false
+                }
+            }
+        })
+        .await;
+        Ok(verified.unwrap_or(false))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +144,45 @@ mod tests {
         assert!(!verify("wrong horse", &stored));
         assert!(!verify("correct horse", "not a hash"));
         assert!(!verify("anything", dummy_hash()));
+    }
+
+    #[tokio::test]
+    async fn the_verifier_verifies_and_refuses_past_its_queue() {
+        let verifier = Verifier::new(1, 0);
+        let stored = hash("correct horse").unwrap();
+        // With no queue, one at a time goes, none waits.
+        assert_eq!(
+            verifier
+                .verify("correct horse".into(), Some(stored.clone()))
+                .await,
+            Ok(true)
+        );
+        assert_eq!(
+            verifier.verify("wrong".into(), Some(stored.clone())).await,
+            Ok(false)
+        );
+        assert_eq!(verifier.verify("wrong".into(), None).await, Ok(false));
+        let held = verifier.permits.clone().acquire_owned().await.unwrap();
+        assert_eq!(
+            verifier
+                .verify("correct horse".into(), Some(stored.clone()))
+                .await,
+            Err(Busy)
+        );
+        drop(held);
+        let verifier = std::sync::Arc::new(Verifier::new(1, 1));
+        let held = verifier.permits.clone().acquire_owned().await.unwrap();
+        let queued = {
+            let verifier = verifier.clone();
+            let stored = stored.clone();
+            tokio::spawn(async move { verifier.verify("correct horse".into(), Some(stored)).await })
+        };
+        while verifier.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(verifier.verify("x".into(), Some(stored)).await, Err(Busy));
+        drop(held);
+        assert_eq!(queued.await.unwrap(), Ok(true));
+        assert_eq!(verifier.waiting(), 0);
     }
 }

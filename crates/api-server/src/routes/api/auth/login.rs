@@ -1,7 +1,7 @@
 //! `POST /api/auth/login`: `{email,password}` → `{token,user}` and the
 //! session cookie.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,6 +21,14 @@ pub struct LoginBody {
     password: String,
 }
 
+/// A wait as a 429, its `Retry-After` rounded up to whole seconds.
+fn too_many(wait: Duration) -> AppError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    AppError::TooManyRequests {
+        retry_after_secs: secs.max(1),
+    }
+}
+
 /// Handles the request.
 pub async fn handler(
     req: HttpRequest,
@@ -35,36 +43,46 @@ pub async fn handler(
             "email and password are required",
         ));
     }
-    let address = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    state
+    // The client address: the peer, or behind a trusted proxy the client
+    // it names (TRUSTED_PROXIES); a forwarded header from anyone else is
+    // ignored, so a client cannot pick the address it is counted under.
+    let peer = req.peer_addr().map(|a| a.ip());
+    let client = state
+        .config
+        .trusted_proxies
+        .client_address(peer, req.headers());
+    let attempt = state
         .login_limiter
-        .check(
-            &[format!("ip:{address}"), format!("email:{email}")],
-            Instant::now(),
-        )
-        .map_err(|wait| AppError::TooManyRequests {
-            retry_after_secs: wait.as_secs().max(1),
+        .begin(client, &email, Instant::now())
+        .map_err(too_many)?;
+
+    // The user is read in one short call; no connection is held while the
+    // password is verified (argon2, the slow part), and the verification
+    // waits its turn for a core on the blocking pool.
+    let stored = state
+        .db(move |conn| Ok(User::by_email(conn, &email)?))
+        .await?;
+    let hash = stored.as_ref().map(|u| u.password_hash.clone());
+    // An unknown email is verified against a dummy hash, so the answer
+    // takes as long and says as little.
+    let valid = state
+        .login_verifier
+        .verify(password, hash)
+        .await
+        .map_err(|password::Busy| AppError::TooManyRequests {
+            retry_after_secs: 1,
         })?;
+    let user = match stored.filter(|_| valid) {
+        Some(user) => user,
+        None => {
+            attempt.failed(Instant::now());
+            return Err(AppError::InvalidCredentials);
+        }
+    };
+    attempt.succeeded();
 
     let token = session::new_token();
     let token_hash = session::hash_token(&token);
-    // The password check (argon2, the slow part) reads only; the session is
-    // then written through the writer, which it must not hold up.
-    let user = state
-        .db(move |conn| {
-            let user = User::by_email(conn, &email)?;
-            // Verify against something even for an unknown email, so the
-            // answer takes as long and says as little.
-            let stored = user
-                .as_ref()
-                .map_or(password::dummy_hash(), |u| u.password_hash.as_str());
-            let valid = password::verify(&password, stored);
-            user.filter(|_| valid).ok_or(AppError::InvalidCredentials)
-        })
-        .await?;
     let user_id = user.id;
     state
         .write(move |conn| {
