@@ -86,64 +86,39 @@ impl AppState {
     }
 }
 
-/// The routes, in one place (the Next app's `app/api/…/route.ts`).
+/// The routes, in one place (the Next app's `app/api/…/route.ts`). Each
+/// path is one resource, so a method it does not take answers 405 with
+/// `Allow` (a route's method guard alone would make it a 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use web::resource;
     cfg.service(
         web::scope("/api")
-            .route("/auth/login", web::post().to(api::auth::login::handler))
-            .route("/auth/logout", web::post().to(api::auth::logout::handler))
-            .route("/me", web::get().to(api::me::handler))
-            .route("/contacts", web::get().to(api::contacts::list::handler))
-            .route("/contacts", web::post().to(api::contacts::create::handler))
-            .route(
-                "/contacts/{id}",
-                web::get().to(api::contacts::show::handler),
+            .service(resource("/auth/login").post(api::auth::login::handler))
+            .service(resource("/auth/logout").post(api::auth::logout::handler))
+            .service(resource("/me").get(api::me::handler))
+            .service(
+                resource("/contacts")
+                    .get(api::contacts::list::handler)
+                    .post(api::contacts::create::handler),
             )
-            .route(
-                "/contacts/{id}/messages",
-                web::get().to(api::contacts::messages::handler),
+            .service(resource("/contacts/{id}").get(api::contacts::show::handler))
+            .service(resource("/contacts/{id}/messages").get(api::contacts::messages::handler))
+            .service(resource("/contacts/{id}/notes").post(api::contacts::notes::handler))
+            .service(resource("/contacts/{id}/viewers").get(api::contacts::viewers::handler))
+            .service(resource("/messages/send").post(api::messages::send::handler))
+            .service(resource("/messages/{id}/read").post(api::messages::read::handler))
+            .service(resource("/pusher/auth").post(api::pusher::auth::handler))
+            .service(resource("/pusher/user-auth").post(api::pusher::user_auth::handler))
+            .service(resource("/webhooks/pusher").post(api::webhooks::pusher::handler))
+            .service(resource("/webhooks/twilio").post(api::webhooks::twilio::handler))
+            .service(
+                resource("/webhooks/twilio/status").post(api::webhooks::twilio_status::handler),
             )
-            .route(
-                "/contacts/{id}/notes",
-                web::post().to(api::contacts::notes::handler),
-            )
-            .route(
-                "/contacts/{id}/viewers",
-                web::get().to(api::contacts::viewers::handler),
-            )
-            .route(
-                "/messages/send",
-                web::post().to(api::messages::send::handler),
-            )
-            .route(
-                "/messages/{id}/read",
-                web::post().to(api::messages::read::handler),
-            )
-            .route("/pusher/auth", web::post().to(api::pusher::auth::handler))
-            .route(
-                "/pusher/user-auth",
-                web::post().to(api::pusher::user_auth::handler),
-            )
-            .route(
-                "/webhooks/pusher",
-                web::post().to(api::webhooks::pusher::handler),
-            )
-            .route(
-                "/webhooks/twilio",
-                web::post().to(api::webhooks::twilio::handler),
-            )
-            .route(
-                "/webhooks/twilio/status",
-                web::post().to(api::webhooks::twilio_status::handler),
-            )
-            .route(
-                "/realtime/config",
-                web::get().to(api::realtime::config::handler),
-            )
-            .route("/health", web::get().to(api::health::handler))
+            .service(resource("/realtime/config").get(api::realtime::config::handler))
+            .service(resource("/health").get(api::health::handler))
             .default_service(web::to(unmatched)),
     )
-    .route("/metrics", web::get().to(metrics))
+    .service(resource("/metrics").get(metrics))
     .configure(crate::routes::page::routes)
     .default_service(web::to(unmatched));
 }
@@ -328,7 +303,9 @@ pub fn http_server(
                         Ok(fut) => fut.await?,
                         Err(req) => {
                             req.extensions_mut().insert(Unmatched);
-                            req.into_response(HttpResponse::NotFound().finish())
+                            req.into_response(error::response_for_status(
+                                actix_web::http::StatusCode::NOT_FOUND,
+                            ))
                         }
                     };
                     in_flight.answered(res.status());

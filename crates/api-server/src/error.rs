@@ -51,6 +51,9 @@ pub enum AppError {
         /// The content type expected.
         expected: &'static str,
     },
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Too many attempts (429).
     #[error("too many attempts; try again in {retry_after_secs} seconds")]
     TooManyRequests {
@@ -82,6 +85,7 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::RequestTimeout => "request_timeout",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AppError::TooManyRequests { .. } => "too_many_requests",
@@ -100,6 +104,7 @@ impl ResponseError for AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -144,6 +149,7 @@ pub fn for_status(status: StatusCode) -> (&'static str, String) {
             "the request body is not of a type this route reads".to_owned(),
         ),
         StatusCode::UNAUTHORIZED => from(AppError::Unauthorized),
+        StatusCode::REQUEST_TIMEOUT => from(AppError::RequestTimeout),
         StatusCode::TOO_MANY_REQUESTS => (
             "too_many_requests",
             "too many requests; try again later".to_owned(),
@@ -212,6 +218,9 @@ pub fn json_error_handler(
         JsonPayloadError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
             limit: BODY_LIMIT,
         },
+        JsonPayloadError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
+            AppError::RequestTimeout
+        }
         other => AppError::bad_request("invalid_json", other.to_string()),
     }
     .into()
@@ -228,6 +237,9 @@ pub fn form_error_handler(
         UrlencodedError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
             limit: BODY_LIMIT,
         },
+        UrlencodedError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
+            AppError::RequestTimeout
+        }
         UrlencodedError::ContentType => AppError::UnsupportedMediaType {
             expected: "application/x-www-form-urlencoded",
         },
