@@ -558,3 +558,46 @@ async fn a_trickled_body_is_cut_off() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains(r#""code":"request_timeout""#), "{text}");
 }
+
+#[actix_web::test]
+async fn a_websocket_outlives_the_deadline_for_the_next_request() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let url = format!(
+        "ws://127.0.0.1:{}/app/{}?protocol=7&client=js&version=8.4.0",
+        app.port,
+        app.state.realtime.credentials.key()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let established = socket.next().await.unwrap().unwrap();
+    assert!(established
+        .to_text()
+        .unwrap()
+        .contains("pusher:connection_established"));
+    // Idle past the time a connection gets between two requests: the
+    // watchdog must have let the upgraded connection go.
+    tokio::time::sleep(api_server::slow_clients::NEXT_REQUEST_TIMEOUT + Duration::from_secs(2))
+        .await;
+    socket
+        .send(Frame::Text(
+            json!({ "event": "pusher:ping", "data": {} }).to_string().into(),
+        ))
+        .await
+        .expect("the socket is still open");
+    let pong = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(Frame::Text(text)) = frame {
+                if text.as_str().contains("pusher:pong") {
+                    return true;
+                }
+            } else {
+                return false;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(pong, Ok(true), "the WebSocket answers after the idle time");
+}
