@@ -179,8 +179,7 @@ pub fn request_id(given: Option<&str>) -> String {
     given
         .filter(|v| {
             (1..=64).contains(&v.len())
-                && v
-                    .bytes()
+                && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         })
         .map(str::to_owned)

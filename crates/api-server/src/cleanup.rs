@@ -140,7 +140,9 @@ async fn run(state: Weak<AppState>, stop: Arc<Stop>) {
                 "clean-up removed rows past their time"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "clean-up failed; next try in {} s", INTERVAL.as_secs()),
+            Err(e) => {
+                tracing::warn!(error = ?e, "clean-up failed; next try in {} s", INTERVAL.as_secs())
+            }
         }
         wait = INTERVAL;
     }

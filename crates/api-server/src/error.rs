@@ -209,15 +209,16 @@ pub fn json_error_handler(
 ) -> actix_web::Error {
     use actix_web::error::{JsonPayloadError, PayloadError};
     match err {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
             AppError::PayloadTooLarge { limit }
         }
         JsonPayloadError::ContentType => AppError::UnsupportedMediaType {
             expected: "application/json",
         },
-        JsonPayloadError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
-            limit: BODY_LIMIT,
-        },
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            AppError::PayloadTooLarge { limit: BODY_LIMIT }
+        }
         JsonPayloadError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
             AppError::RequestTimeout
         }
@@ -234,9 +235,9 @@ pub fn form_error_handler(
     use actix_web::error::{PayloadError, UrlencodedError};
     match err {
         UrlencodedError::Overflow { limit, .. } => AppError::PayloadTooLarge { limit },
-        UrlencodedError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
-            limit: BODY_LIMIT,
-        },
+        UrlencodedError::Payload(PayloadError::Overflow) => {
+            AppError::PayloadTooLarge { limit: BODY_LIMIT }
+        }
         UrlencodedError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
             AppError::RequestTimeout
         }

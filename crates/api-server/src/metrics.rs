@@ -158,7 +158,11 @@ impl AppMetrics {
     /// itself; the status as its number (at most 900 values).
     pub fn record_request(&self, method: &Method, route: Option<&str>, status: u16) {
         self.requests
-            .with_label_values(&[method_label(method), route.unwrap_or(UNMATCHED), &status.to_string()])
+            .with_label_values(&[
+                method_label(method),
+                route.unwrap_or(UNMATCHED),
+                &status.to_string(),
+            ])
             .inc();
     }
 

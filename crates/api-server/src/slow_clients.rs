@@ -75,7 +75,9 @@ fn origin() -> Instant {
 }
 
 fn millis_now() -> u64 {
-    Instant::now().saturating_duration_since(origin()).as_millis() as u64
+    Instant::now()
+        .saturating_duration_since(origin())
+        .as_millis() as u64
 }
 
 fn instant_of(millis: u64) -> Instant {

@@ -87,7 +87,10 @@ async fn x_request_id_is_echoed_only_when_it_is_short_and_plain() {
         let app = &app;
         async move {
             let res = app
-                .send(app.req(Method::GET, "/api/health").header("x-request-id", given))
+                .send(
+                    app.req(Method::GET, "/api/health")
+                        .header("x-request-id", given),
+                )
                 .await;
             res.headers
                 .get("x-request-id")
@@ -140,7 +143,10 @@ async fn every_error_answers_in_the_json_shape() {
     let res = app
         .send(app.req(Method::DELETE, "/api/contacts").bearer_auth(&alice))
         .await;
-    let allow = res.headers.get("allow").map(|v| v.to_str().unwrap().to_owned());
+    let allow = res
+        .headers
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
     check(res, 405, "method_not_allowed");
     assert!(allow.is_some_and(|a| a.contains("GET") && a.contains("POST")));
     check(
@@ -256,10 +262,9 @@ async fn metrics_token_is_required_when_set() {
 async fn metrics_addr_serves_metrics_alone_and_the_main_port_none() {
     let metrics_port = free_port();
     let mut options = Options::embedded(Backend::Sqlite);
-    options.extra.push((
-        "METRICS_ADDR".into(),
-        format!("127.0.0.1:{metrics_port}"),
-    ));
+    options
+        .extra
+        .push(("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}")));
     let app = spawn_with(options).await;
 
     let main = app.get_anon("/metrics").await;
@@ -307,7 +312,10 @@ async fn doctor_warns_when_reachable_beyond_loopback_without_https_or_a_metrics_
         .lines()
         .find(|l| l.starts_with("warn cookies"))
         .unwrap_or_else(|| panic!("a line on cookies: {exposed}"));
-    assert!(cookies.contains("PUBLIC_URL") && cookies.contains("https"), "{cookies}");
+    assert!(
+        cookies.contains("PUBLIC_URL") && cookies.contains("https"),
+        "{cookies}"
+    );
     assert!(
         exposed
             .lines()
@@ -336,7 +344,10 @@ async fn doctor_warns_when_reachable_beyond_loopback_without_https_or_a_metrics_
     assert!(!private_metrics.contains("warn"), "{private_metrics}");
 
     for loopback in ["127.0.0.1", "127.1.2.3", "::1", "localhost"] {
-        let err = doctor(&db, &[("HOST", loopback), ("PUBLIC_URL", "http://localhost:3000")]);
+        let err = doctor(
+            &db,
+            &[("HOST", loopback), ("PUBLIC_URL", "http://localhost:3000")],
+        );
         assert!(!err.contains("warn"), "{loopback}: {err}");
     }
 }
@@ -434,7 +445,11 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
         .unwrap();
     assert!(hashes.contains(&"live".to_owned()));
     assert!(!hashes.iter().any(|h| h.starts_with("expired")));
-    assert_eq!(hashes.len() as i64, sessions_before + 1, "logins' sessions kept");
+    assert_eq!(
+        hashes.len() as i64,
+        sessions_before + 1,
+        "logins' sessions kept"
+    );
     let sids: Vec<String> = early_statuses::table
         .select(early_statuses::twilio_sid)
         .load(&mut conn)
@@ -514,7 +529,10 @@ async fn half_a_first_request_head_is_cut_off_while_others_are_served() {
         .expect("the connection is closed after the header timeout");
     println!("closed after {:?}", started.elapsed());
     let text = String::from_utf8_lossy(&got);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
 }
 
 #[actix_web::test]
@@ -582,7 +600,9 @@ async fn a_websocket_outlives_the_deadline_for_the_next_request() {
         .await;
     socket
         .send(Frame::Text(
-            json!({ "event": "pusher:ping", "data": {} }).to_string().into(),
+            json!({ "event": "pusher:ping", "data": {} })
+                .to_string()
+                .into(),
         ))
         .await
         .expect("the socket is still open");

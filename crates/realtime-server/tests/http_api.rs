@@ -844,11 +844,18 @@ async fn the_http_api_reads_bodies_up_to_1_mib_and_refuses_larger_ones() {
         service,
         signed_post("batch_events", &"x".repeat(512 * 1024))
     );
-    assert_eq!(status, StatusCode::BAD_REQUEST, "read, then found not JSON: {text}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "read, then found not JSON: {text}"
+    );
     // Past 1 MiB the body is not read at all.
     let (status, _) = call!(
         service,
-        signed_post("batch_events", &"x".repeat(realtime_server::HTTP_API_BODY_LIMIT + 1))
+        signed_post(
+            "batch_events",
+            &"x".repeat(realtime_server::HTTP_API_BODY_LIMIT + 1)
+        )
     );
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -50,6 +50,5 @@ pub fn delete_older_than(
         .order(idempotency_keys::id)
         .limit(limit)
         .load::<i64>(conn)?;
-    diesel::delete(idempotency_keys::table.filter(idempotency_keys::id.eq_any(batch)))
-        .execute(conn)
+    diesel::delete(idempotency_keys::table.filter(idempotency_keys::id.eq_any(batch))).execute(conn)
 }
