@@ -1,9 +1,11 @@
 //! The application: its state, its middleware, and the one list of routes.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server as HttpServerHandle, Service};
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use actix_web::dev::{Server as HttpServerHandle, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tracing::Instrument;
 
 use crate::auth::password::Verifier;
@@ -17,6 +19,7 @@ use crate::models::outbox::OutboxRow;
 use crate::realtime::dispatcher::Dispatcher;
 use crate::realtime::Realtime;
 use crate::routes::api;
+use crate::slow_clients;
 use crate::twilio::client::TwilioClient;
 use crate::twilio::delivery::SmsWorker;
 
@@ -44,6 +47,8 @@ pub struct AppState {
     pub metrics: AppMetrics,
     /// pusher-js for the example page, when it is installed.
     pub pusher_js: Option<web::Bytes>,
+    /// The periodic clean-up of rows past their time.
+    pub cleanup: crate::cleanup::Sweeper,
 }
 
 impl std::fmt::Debug for AppState {
@@ -87,70 +92,76 @@ impl AppState {
     }
 }
 
-/// The routes, in one place (the Next app's `app/api/…/route.ts`).
+/// The routes, in one place (the Next app's `app/api/…/route.ts`). Each
+/// path is one resource, so a method it does not take answers 405 with
+/// `Allow` (a route's method guard alone would make it a 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use web::resource;
     cfg.service(
         web::scope("/api")
-            .route("/auth/login", web::post().to(api::auth::login::handler))
-            .route("/auth/logout", web::post().to(api::auth::logout::handler))
-            .route("/me", web::get().to(api::me::handler))
-            .route("/contacts", web::get().to(api::contacts::list::handler))
-            .route("/contacts", web::post().to(api::contacts::create::handler))
-            .route(
-                "/contacts/{id}",
-                web::get().to(api::contacts::show::handler),
+            .service(resource("/auth/login").post(api::auth::login::handler))
+            .service(resource("/auth/logout").post(api::auth::logout::handler))
+            .service(resource("/me").get(api::me::handler))
+            .service(
+                resource("/contacts")
+                    .get(api::contacts::list::handler)
+                    .post(api::contacts::create::handler),
             )
-            .route(
-                "/contacts/{id}/messages",
-                web::get().to(api::contacts::messages::handler),
+            .service(resource("/contacts/{id}").get(api::contacts::show::handler))
+            .service(resource("/contacts/{id}/messages").get(api::contacts::messages::handler))
+            .service(resource("/contacts/{id}/notes").post(api::contacts::notes::handler))
+            .service(resource("/contacts/{id}/viewers").get(api::contacts::viewers::handler))
+            .service(resource("/messages/send").post(api::messages::send::handler))
+            .service(resource("/messages/{id}/read").post(api::messages::read::handler))
+            .service(resource("/pusher/auth").post(api::pusher::auth::handler))
+            .service(resource("/pusher/user-auth").post(api::pusher::user_auth::handler))
+            .service(resource("/webhooks/pusher").post(api::webhooks::pusher::handler))
+            .service(resource("/webhooks/twilio").post(api::webhooks::twilio::handler))
+            .service(
+                resource("/webhooks/twilio/status").post(api::webhooks::twilio_status::handler),
             )
-            .route(
-                "/contacts/{id}/notes",
-                web::post().to(api::contacts::notes::handler),
-            )
-            .route(
-                "/contacts/{id}/viewers",
-                web::get().to(api::contacts::viewers::handler),
-            )
-            .route(
-                "/messages/send",
-                web::post().to(api::messages::send::handler),
-            )
-            .route(
-                "/messages/{id}/read",
-                web::post().to(api::messages::read::handler),
-            )
-            .route("/pusher/auth", web::post().to(api::pusher::auth::handler))
-            .route(
-                "/pusher/user-auth",
-                web::post().to(api::pusher::user_auth::handler),
-            )
-            .route(
-                "/webhooks/pusher",
-                web::post().to(api::webhooks::pusher::handler),
-            )
-            .route(
-                "/webhooks/twilio",
-                web::post().to(api::webhooks::twilio::handler),
-            )
-            .route(
-                "/webhooks/twilio/status",
-                web::post().to(api::webhooks::twilio_status::handler),
-            )
-            .route(
-                "/realtime/config",
-                web::get().to(api::realtime::config::handler),
-            )
-            .route("/health", web::get().to(api::health::handler))
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(AppError::NotFound("route"))
-            })),
+            .service(resource("/realtime/config").get(api::realtime::config::handler))
+            .service(resource("/health").get(api::health::handler))
+            .default_service(web::to(unmatched)),
     )
-    .route("/metrics", web::get().to(metrics))
-    .configure(crate::routes::page::routes);
+    .service(resource("/metrics").get(metrics))
+    .configure(crate::routes::page::routes)
+    .default_service(web::to(unmatched));
 }
 
-async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+/// Marks a request that no route matched (its metrics' `route` label).
+#[derive(Debug, Clone, Copy)]
+struct Unmatched;
+
+async fn unmatched(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    req.extensions_mut().insert(Unmatched);
+    Err(AppError::NotFound("route"))
+}
+
+/// Whether `req` carries `Authorization: Bearer TOKEN`, compared in constant
+/// time (over digests, so the token's length does not show either).
+fn bearer_matches(req: &HttpRequest, token: &realtime_core::Secret) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let given = sha2::Sha256::digest(given.trim().as_bytes());
+    let expected = sha2::Sha256::digest(token.expose().as_bytes());
+    given.ct_eq(&expected).into()
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    if let Some(token) = &state.config.metrics_token {
+        if !bearer_matches(&req, token) {
+            return Err(AppError::Unauthorized);
+        }
+    }
     let (depth, oldest) = state.db(|conn| Ok(OutboxRow::depth(conn)?)).await?;
     state.metrics.outbox_depth.set(depth);
     let age = oldest.map_or(0, |t| (crate::models::now() - t).num_seconds().max(0));
@@ -168,13 +179,84 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// The client's `X-Request-Id` when it is 1 to 64 characters of
+/// `[A-Za-z0-9._-]` (safe in a log line and a header); else a new one.
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
+}
+
+/// Routes of the embedded realtime server, which answer in the Pusher
+/// protocol's own words (plain text), as the standalone server does.
+fn is_realtime_path(path: &str) -> bool {
+    path.starts_with("/app/") || path.starts_with("/apps/")
+}
+
+/// Gives an error answer that is not JSON already (actix's own 404, 405,
+/// 413 and other extractor failures) the contract's shape
+/// `{"error":{"code","message"}}`, keeping its status and headers (`Allow`).
+fn in_contract_shape(res: ServiceResponse) -> ServiceResponse {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let (req, old) = res.into_parts();
+    let mut new = error::response_for_status(status);
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    ServiceResponse::new(req, new)
+}
+
+/// Which listener a request came in on, when `/metrics` has its own
+/// (`METRICS_ADDR`): that one serves `/metrics` alone, and the main one
+/// everything but `/metrics`.
+fn listener_refuses(req: &ServiceRequest, metrics_listener: Option<SocketAddr>) -> bool {
+    let Some(metrics_listener) = metrics_listener else {
+        return false;
+    };
+    let on_metrics_listener = req.app_config().local_addr() == metrics_listener;
+    on_metrics_listener != (req.path() == "/metrics")
+}
+
 /// Builds the HTTP server on `listener`; the embedded realtime server, when
-/// there is one, is mounted on the same port.
+/// there is one, is mounted on the same port. With `METRICS_ADDR` set, a
+/// second listener there serves `/metrics` alone.
 pub fn http_server(
     state: web::Data<AppState>,
     listener: std::net::TcpListener,
 ) -> std::io::Result<HttpServerHandle> {
     let embedded = state.realtime.embedded_server();
+    let metrics_listener = match &state.config.metrics_addr {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on METRICS_ADDR {addr}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
+    let realtime_mounted = embedded.is_some();
     let server = HttpServer::new(move || {
         let state = state.clone();
         let metrics = state.metrics.clone();
@@ -182,51 +264,77 @@ pub fn http_server(
             .app_data(state.clone())
             .app_data(
                 web::JsonConfig::default()
-                    .limit(64 * 1024)
+                    .limit(error::BODY_LIMIT)
                     .error_handler(error::json_error_handler),
             )
             .app_data(
                 web::FormConfig::default()
-                    .limit(64 * 1024)
+                    .limit(error::BODY_LIMIT)
                     .error_handler(error::form_error_handler),
             )
+            // Raw bodies (webhooks, channel authorization); the embedded
+            // realtime server's HTTP API sets its own on its scope.
+            .app_data(web::PayloadConfig::new(error::RAW_BODY_LIMIT))
             .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
             .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
-            .wrap_fn(move |req, srv| {
+            .wrap_fn(move |mut req, srv| {
                 let started = Instant::now();
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|v| v.len() <= 64)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+                let id = request_id(
+                    req.headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok()),
+                );
                 req.extensions_mut().insert(RequestId(id.clone()));
-                let method = req.method().to_string();
+                let method = req.method().clone();
                 let path = req.path().to_owned();
                 let metrics = metrics.clone();
-                let span = tracing::info_span!("request", request_id = %id, %method, %path);
-                let fut = srv.call(req);
+                let span = tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    method = crate::metrics::method_label(&method),
+                    %path
+                );
+                let in_flight = slow_clients::InFlight::start(&req);
+                slow_clients::limit_body_time(&mut req);
+                let call = if listener_refuses(&req, metrics_addr) {
+                    Err(req)
+                } else {
+                    Ok(srv.call(req))
+                };
                 // Instrumented, not entered: a span entered across an await
                 // would be the current one for other requests on this thread.
                 async move {
-                    let mut res = fut.await?;
+                    let res = match call {
+                        Ok(fut) => fut.await?,
+                        Err(req) => {
+                            req.extensions_mut().insert(Unmatched);
+                            req.into_response(error::response_for_status(
+                                actix_web::http::StatusCode::NOT_FOUND,
+                            ))
+                        }
+                    };
+                    in_flight.answered(res.status());
+                    let mut res = if realtime_mounted && is_realtime_path(&path) {
+                        res
+                    } else {
+                        in_contract_shape(res)
+                    };
                     let status = res.status().as_u16();
-                    metrics
-                        .requests
-                        .with_label_values(&[&method, &status.to_string()])
-                        .inc();
-                    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
-                        res.headers_mut().insert(
-                            actix_web::http::header::HeaderName::from_static("x-request-id"),
-                            value,
-                        );
+                    let route = match res.request().extensions().get::<Unmatched>() {
+                        Some(_) => None,
+                        None => res.request().match_pattern(),
+                    };
+                    metrics.record_request(&method, route.as_deref(), status);
+                    if let Ok(value) = header::HeaderValue::from_str(&id) {
+                        res.headers_mut()
+                            .insert(header::HeaderName::from_static("x-request-id"), value);
                     }
                     tracing::info!(
                         status,
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "handled"
                     );
+                    drop(in_flight);
                     Ok(res)
                 }
                 .instrument(span)
@@ -237,11 +345,18 @@ pub fn http_server(
         }
         app
     })
-    .listen(listener)?
-    .shutdown_timeout(10)
-    .disable_signals()
-    .run();
-    Ok(server)
+    .on_connect(slow_clients::on_connect)
+    .client_request_timeout(slow_clients::HEADER_TIMEOUT)
+    .client_disconnect_timeout(slow_clients::DISCONNECT_TIMEOUT)
+    .keep_alive(slow_clients::KEEP_ALIVE)
+    .max_connections(slow_clients::MAX_CONNECTIONS_PER_WORKER)
+    .backlog(slow_clients::BACKLOG)
+    .listen(listener)?;
+    let server = match metrics_listener {
+        Some(metrics_listener) => server.listen(metrics_listener)?,
+        None => server,
+    };
+    Ok(server.shutdown_timeout(10).disable_signals().run())
 }
 
 /// Everything `serve` starts, so tests can start it too.
@@ -296,8 +411,10 @@ pub fn build(mut config: Config) -> Result<Running, String> {
         sms: SmsWorker::new(),
         metrics,
         pusher_js: crate::routes::page::load_pusher_js(config.pusher_js_path.as_deref()),
+        cleanup: crate::cleanup::Sweeper::new(),
         config,
     });
+    state.cleanup.start(&state);
     // Events left from a previous run go out now.
     state.dispatcher.wake();
     // So do the SMS left queued (after their lease, if a run died holding them).
@@ -319,6 +436,7 @@ pub fn build(mut config: Config) -> Result<Running, String> {
 /// queued), clients told to reconnect, the outbox drained, then the HTTP
 /// server stopped.
 pub async fn shutdown(running_handle: actix_web::dev::ServerHandle, state: web::Data<AppState>) {
+    state.cleanup.stop();
     let for_sms = state.clone();
     let _ = web::block(move || for_sms.sms.shutdown(Duration::from_secs(10))).await;
     state.realtime.shutdown(Duration::from_secs(5)).await;

@@ -330,6 +330,57 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
+/// Whether `host` keeps a listener on this machine: 127.0.0.0/8, ::1 or
+/// `localhost`. Anything else (0.0.0.0, ::, a name, a public address)
+/// counts as reachable from elsewhere.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What a configuration leaves open when api-server is reachable beyond
+/// loopback, each as (what, a sentence naming the variable to set); none
+/// on loopback. `serve` logs them as warnings, `doctor` prints them.
+pub fn exposure_warnings(config: &Config) -> Vec<(&'static str, String)> {
+    let mut warnings = Vec::new();
+    let host = &config.host;
+    if !is_loopback_host(host) && !config.secure_cookies() {
+        warnings.push((
+            "cookies",
+            format!(
+                "HOST={host} listens beyond loopback but PUBLIC_URL ({}) is not https, \
+                 so the session cookie is sent without Secure and may travel in clear text: \
+                 serve api-server behind TLS and set PUBLIC_URL=https://…",
+                config.public_url
+            ),
+        ));
+    }
+    let metrics_host = match &config.metrics_addr {
+        Some(addr) => addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| addr.clone()),
+        None => host.clone(),
+    };
+    if config.metrics_token.is_none() && !is_loopback_host(&metrics_host) {
+        let place = match &config.metrics_addr {
+            Some(addr) => format!("METRICS_ADDR={addr}"),
+            None => format!("HOST={host}"),
+        };
+        warnings.push((
+            "metrics",
+            format!(
+                "/metrics is open to anyone who reaches {place}: set METRICS_TOKEN, \
+                 or METRICS_ADDR to a loopback or private address"
+            ),
+        ));
+    }
+    warnings
+}
+
 /// `doctor`: checks each part and says what is wrong; answers whether all is well.
 pub async fn doctor(config: &Config) -> bool {
     let mut healthy = true;
@@ -337,6 +388,10 @@ pub async fn doctor(config: &Config) -> bool {
         healthy &= ok;
         eprintln!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
     };
+    // Warnings leave the verdict alone: the setup works, but is exposed.
+    for (what, detail) in exposure_warnings(config) {
+        eprintln!("warn {what}: {detail}");
+    }
     match db::connect(&config.database_url) {
         Ok(mut conn) => match conn.batch_execute("SELECT 1") {
             Ok(()) => {

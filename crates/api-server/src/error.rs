@@ -36,6 +36,24 @@ pub enum AppError {
         /// A sentence for the user.
         message: String,
     },
+    /// The route exists, but not with this method (405).
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    /// The body is larger than the route accepts (413).
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body is not of the type the route reads (415).
+    #[error("the request body must be sent as {expected}")]
+    UnsupportedMediaType {
+        /// The content type expected.
+        expected: &'static str,
+    },
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Too many attempts (429).
     #[error("too many attempts; try again in {retry_after_secs} seconds")]
     TooManyRequests {
@@ -69,6 +87,10 @@ impl AppError {
             AppError::InvalidCredentials => "invalid_credentials",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::RequestTimeout => "request_timeout",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Internal(_) => "internal",
             AppError::Unavailable(_) => "unavailable",
@@ -85,6 +107,10 @@ impl ResponseError for AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,8 +129,52 @@ impl ResponseError for AppError {
         if let AppError::TooManyRequests { retry_after_secs } = self {
             response.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
-        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+        response.json(error_body(self.code(), &self.to_string()))
     }
+}
+
+/// The contract's error body.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    json!({ "error": { "code": code, "message": message } })
+}
+
+/// The error an answer of `status` stands for, when something other than a
+/// handler made it (actix's router, an extractor's payload error): the
+/// middleware in `app.rs` gives such an answer the contract's body.
+pub fn for_status(status: StatusCode) -> (&'static str, String) {
+    let from = |error: AppError| (error.code(), error.to_string());
+    match status {
+        StatusCode::NOT_FOUND => from(AppError::NotFound("route")),
+        StatusCode::METHOD_NOT_ALLOWED => from(AppError::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than this route accepts".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body is not of a type this route reads".to_owned(),
+        ),
+        StatusCode::UNAUTHORIZED => from(AppError::Unauthorized),
+        StatusCode::REQUEST_TIMEOUT => from(AppError::RequestTimeout),
+        StatusCode::TOO_MANY_REQUESTS => (
+            "too_many_requests",
+            "too many requests; try again later".to_owned(),
+        ),
+        status if status.is_server_error() => from(AppError::Internal(String::new())),
+        status => (
+            "bad_request",
+            format!(
+                "the request was refused ({})",
+                status.canonical_reason().unwrap_or("client error")
+            ),
+        ),
+    }
+}
+
+/// An answer in the contract's shape for `status` (see [`for_status`]).
+pub fn response_for_status(status: StatusCode) -> HttpResponse {
+    let (code, message) = for_status(status);
+    HttpResponse::build(status).json(error_body(code, &message))
 }
 
 impl From<diesel::result::Error> for AppError {
@@ -166,11 +236,30 @@ impl From<actix_web::error::BlockingError> for AppError {
 
 /// Turns actix's own extractor failures (bad JSON, bad form, bad path)
 /// into the contract's error shape instead of actix's plain text.
+/// An oversize body answers 413 and the wrong content type 415, each in
+/// that shape too.
 pub fn json_error_handler(
     err: actix_web::error::JsonPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    AppError::bad_request("invalid_json", err.to_string()).into()
+    use actix_web::error::{JsonPayloadError, PayloadError};
+    match err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            AppError::PayloadTooLarge { limit }
+        }
+        JsonPayloadError::ContentType => AppError::UnsupportedMediaType {
+            expected: "application/json",
+        },
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            AppError::PayloadTooLarge { limit: BODY_LIMIT }
+        }
+        JsonPayloadError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
+            AppError::RequestTimeout
+        }
+        other => AppError::bad_request("invalid_json", other.to_string()),
+    }
+    .into()
 }
 
 /// See [`json_error_handler`].
@@ -178,8 +267,30 @@ pub fn form_error_handler(
     err: actix_web::error::UrlencodedError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    AppError::bad_request("invalid_form", err.to_string()).into()
+    use actix_web::error::{PayloadError, UrlencodedError};
+    match err {
+        UrlencodedError::Overflow { limit, .. } => AppError::PayloadTooLarge { limit },
+        UrlencodedError::Payload(PayloadError::Overflow) => {
+            AppError::PayloadTooLarge { limit: BODY_LIMIT }
+        }
+        UrlencodedError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
+            AppError::RequestTimeout
+        }
+        UrlencodedError::ContentType => AppError::UnsupportedMediaType {
+            expected: "application/x-www-form-urlencoded",
+        },
+        other => AppError::bad_request("invalid_form", other.to_string()),
+    }
+    .into()
 }
+
+/// The largest JSON or form body api-server reads (64 KiB): an inbox
+/// message, a note or a login is far smaller.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The largest raw body (Pusher's and Twilio's webhooks, Pusher's channel
+/// authorization): actix's own default, stated here.
+pub const RAW_BODY_LIMIT: usize = 256 * 1024;
 
 /// See [`json_error_handler`].
 pub fn query_error_handler(

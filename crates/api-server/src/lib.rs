@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -17,4 +18,5 @@ pub mod models;
 pub mod phone;
 pub mod realtime;
 pub mod routes;
+pub mod slow_clients;
 pub mod twilio;

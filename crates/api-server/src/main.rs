@@ -76,6 +76,15 @@ fn serve(config: Config) -> ExitCode {
             running.port
         );
         tracing::info!("the example inbox page: {}/", state.config.public_url);
+        if let Some(addr) = &state.config.metrics_addr {
+            tracing::info!(
+                token = state.config.metrics_token.is_some(),
+                "/metrics is served on {addr} only"
+            );
+        }
+        for (_, warning) in api_server::cli::exposure_warnings(&state.config) {
+            tracing::warn!("{warning}");
+        }
         if state.config.twilio.is_none() {
             tracing::warn!("no TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN: outbound messages are stored with status not_sent");
         }

@@ -2,15 +2,39 @@
 //! events published (and today's count beside Pusher's free daily quota),
 //! Pusher errors, the delay from commit to publish, and outbound SMS sent,
 //! retried and failed.
+//!
+//! No label value is taken from a request as it came: each is one of a fixed
+//! set, so a client cannot grow the registry (and `/metrics`) without bound.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use actix_web::http::Method;
 use chrono::Datelike;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+
+/// The `route` label of a request that no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The `method` label: HTTP's own methods by name, any other as `OTHER`
+/// (a client may send any token as a method).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
 
 /// Pusher's free plan: messages per day.
 pub const PUSHER_FREE_DAILY_QUOTA: i64 = 200_000;
@@ -19,7 +43,8 @@ pub const PUSHER_FREE_DAILY_QUOTA: i64 = 200_000;
 #[derive(Clone, Debug)]
 pub struct AppMetrics {
     registry: Registry,
-    /// Requests by method and status.
+    /// Requests by method, route pattern and status; record them with
+    /// [`AppMetrics::record_request`], which keeps every label in a fixed set.
     pub requests: IntCounterVec,
     /// Events waiting in the outbox (set when scraped).
     pub outbox_depth: IntGauge,
@@ -62,8 +87,11 @@ impl AppMetrics {
         let registry = Registry::new();
         let opts = |name: &str, help: &str| Opts::new(name, help);
         let requests = IntCounterVec::new(
-            opts("http_requests_total", "HTTP requests by method and status"),
-            &["method", "status"],
+            opts(
+                "http_requests_total",
+                "HTTP requests by method, matched route pattern and status",
+            ),
+            &["method", "route", "status"],
         )
         .unwrap_or_else(|_| unreachable!());
         let histogram = Histogram::with_opts(
@@ -148,6 +176,21 @@ impl AppMetrics {
         metrics
     }
 
+    /// Counts one answered request. Every label comes from a fixed set, so
+    /// no request can add a series that stays forever: the method by name
+    /// when it is one of HTTP's own, else `OTHER`; the route as the pattern
+    /// it matched (`/api/contacts/{id}`), or `unmatched`, never the path
+    /// itself; the status as its number (at most 900 values).
+    pub fn record_request(&self, method: &Method, route: Option<&str>, status: u16) {
+        self.requests
+            .with_label_values(&[
+                method_label(method),
+                route.unwrap_or(UNMATCHED),
+                &status.to_string(),
+            ])
+            .inc();
+    }
+
     /// Counts published events, today's count restarting at midnight UTC.
     pub fn record_published(&self, count: u64) {
         self.events_published.inc_by(count);
@@ -165,5 +208,18 @@ impl AppMetrics {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_http_s_own_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let custom = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&custom), "OTHER");
     }
 }

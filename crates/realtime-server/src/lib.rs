@@ -39,6 +39,9 @@ pub use config::AppConfig;
 pub use metrics::Metrics;
 pub use registry::App;
 
+/// The largest body the HTTP API reads (a batch of events at their size limit).
+pub const HTTP_API_BODY_LIMIT: usize = 1024 * 1024;
+
 /// The apps a server serves, with their live state.
 #[derive(Debug)]
 pub struct Server {
@@ -108,7 +111,6 @@ impl Server {
     pub fn configure(server: web::Data<Server>) -> impl FnOnce(&mut web::ServiceConfig) {
         move |cfg| {
             cfg.app_data(server)
-                .app_data(web::PayloadConfig::new(1024 * 1024))
                 .route("/app/{key}", web::get().to(connection::websocket))
                 .route(
                     "/app/{key}/{tail:.*}",
@@ -116,6 +118,10 @@ impl Server {
                 )
                 .service(
                     web::scope("/apps/{app_id}")
+                        // The HTTP API's body limit, on its own scope only:
+                        // set on the app, it would bind every route of an
+                        // app that mounts this one.
+                        .app_data(web::PayloadConfig::new(HTTP_API_BODY_LIMIT))
                         .route("/events", web::post().to(http_api::events))
                         .route("/batch_events", web::post().to(http_api::batch_events))
                         .route("/channels", web::get().to(http_api::channels))

@@ -828,3 +828,34 @@ async fn requests_are_counted_only_when_accepted() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(server.metrics().http_events.get(), 1);
 }
+
+#[actix_rt::test]
+async fn the_http_api_reads_bodies_up_to_1_mib_and_refuses_larger_ones() {
+    let server = server();
+    let service = service!(server);
+    // Past actix's default of 256 KiB, within the API's own 1 MiB: read, and
+    // refused for what it says (its event is too large), not for its size.
+    let (status, _) = call!(
+        service,
+        signed_post("events", &event_body(&["news"], &"x".repeat(512 * 1024)))
+    );
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, text) = call!(
+        service,
+        signed_post("batch_events", &"x".repeat(512 * 1024))
+    );
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "read, then found not JSON: {text}"
+    );
+    // Past 1 MiB the body is not read at all.
+    let (status, _) = call!(
+        service,
+        signed_post(
+            "batch_events",
+            &"x".repeat(realtime_server::HTTP_API_BODY_LIMIT + 1)
+        )
+    );
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}

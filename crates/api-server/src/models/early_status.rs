@@ -53,6 +53,24 @@ impl EarlyStatus {
         }
     }
 
+    /// Forgets up to `limit` statuses kept since before `cutoff` (their
+    /// send never stored a SID: it failed, or the callback named a message
+    /// that is not ours); answers how many.
+    pub fn delete_older_than(
+        conn: &mut DbConnection,
+        cutoff: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<usize> {
+        let batch: Vec<_> = early_statuses::table
+            .select(early_statuses::twilio_sid)
+            .filter(early_statuses::created_at.lt(cutoff))
+            .order(early_statuses::created_at)
+            .limit(limit)
+            .load::<String>(conn)?;
+        diesel::delete(early_statuses::table.filter(early_statuses::twilio_sid.eq_any(batch)))
+            .execute(conn)
+    }
+
     /// Takes (and forgets) the status kept for a SID.
     pub fn take(conn: &mut DbConnection, sid: &str) -> QueryResult<Option<EarlyStatus>> {
         let kept = early_statuses::table

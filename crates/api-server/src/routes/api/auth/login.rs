@@ -87,8 +87,6 @@ pub async fn handler(
     state
         .write(move |conn| {
             let now = crate::models::now();
-            // Expired sessions are swept here, the one place sessions are made.
-            Session::delete_expired(conn, now)?;
             Session::create(
                 conn,
                 &NewSession {

@@ -1,0 +1,250 @@
+//! Deadlines for slow clients: the HTTP server's timeouts (set in `app.rs`),
+//! and the two that actix-web does not keep by itself.
+//!
+//! actix times the head of a connection's *first* request only, and never a
+//! body. A client could otherwise send one quick request, then half of the
+//! next head and nothing more, or announce a body and trickle it, and hold
+//! the socket for as long as it likes. So:
+//!
+//! - every connection has a watchdog ([`on_connect`]): once a request is
+//!   answered, the next one must reach the application within
+//!   [`NEXT_REQUEST_TIMEOUT`] (the keep-alive time plus the header time),
+//!   else the socket is shut down. While a request is being handled the
+//!   watchdog waits; a WebSocket upgrade ends it (the realtime server keeps
+//!   its own activity timeout on those);
+//! - a request's body must arrive within [`BODY_TIMEOUT`] of its head
+//!   ([`limit_body_time`]), else reading it fails and the request is
+//!   answered 408.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Extensions, Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::HttpMessage;
+use futures_core::Stream;
+
+/// Time to send a connection's first request head (actix answers 408 and
+/// closes after it). A head is a few hundred bytes, sent in one packet by
+/// any real client; 5 s covers a lost packet's retransmissions on a poor
+/// mobile link.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an idle connection is kept for the client's next request. The
+/// inbox page sends its requests in bursts, which 5 s covers; an idle
+/// socket costs a file descriptor and a place under
+/// [`MAX_CONNECTIONS_PER_WORKER`]. A proxy that keeps connections to
+/// api-server open must close idle ones sooner (see docs/operations.md).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// After the server closes its side, how long the client gets to close
+/// its own before the socket is dropped.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// From an answer to the next request's head having fully arrived: the
+/// keep-alive time (no byte yet) plus the header time (the head under way).
+pub const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time for a request's body to arrive, counted from its head. Bodies here
+/// are at most 64 KiB (1 MiB for the realtime server's HTTP API): 10 s is
+/// 100 KiB/s for the largest, far below any working link.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open connections per worker (one worker per core), WebSockets of the
+/// embedded realtime server included: past it the worker stops accepting
+/// until one closes. Kept well below what one process may open with a
+/// common descriptor limit raised for servers (65,536), so the database's
+/// and the clients' own sockets and files always find a descriptor.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+
+/// Connections the kernel may hold accepted-but-not-yet-taken. A burst
+/// beyond it is refused at once rather than queued for seconds.
+pub const BACKLOG: u32 = 1024;
+
+/// The origin of the times kept as milliseconds in atomics.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn millis_now() -> u64 {
+    Instant::now()
+        .saturating_duration_since(origin())
+        .as_millis() as u64
+}
+
+fn instant_of(millis: u64) -> Instant {
+    origin() + Duration::from_millis(millis)
+}
+
+/// What a connection's watchdog watches.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Requests being handled on this connection.
+    in_flight: AtomicUsize,
+    /// When the connection last had no request in flight.
+    idle_since_ms: AtomicU64,
+    /// Answered with 101: a WebSocket, whose own timeouts apply.
+    upgraded: AtomicBool,
+    /// The connection ended.
+    closed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// Kept in the connection's data ([`on_connect`]); dropped with the
+/// connection, which ends its watchdog.
+#[derive(Debug)]
+pub struct ConnectionWatch(Arc<Shared>);
+
+impl Drop for ConnectionWatch {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.wake.notify_one();
+    }
+}
+
+/// `HttpServer::on_connect`: starts the connection's watchdog.
+pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
+    #[cfg(unix)]
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use std::os::fd::AsFd;
+        // A second descriptor of the same socket: shutting it down ends
+        // the connection under actix's feet, which then closes its own.
+        let Ok(descriptor) = stream.as_fd().try_clone_to_owned() else {
+            return;
+        };
+        let socket = std::net::TcpStream::from(descriptor);
+        let shared = Arc::new(Shared::default());
+        shared.idle_since_ms.store(millis_now(), Ordering::SeqCst);
+        data.insert(ConnectionWatch(shared.clone()));
+        actix_web::rt::spawn(watch(shared, socket));
+    }
+    #[cfg(not(unix))]
+    let _ = (connection, data);
+}
+
+async fn watch(shared: Arc<Shared>, socket: std::net::TcpStream) {
+    loop {
+        if shared.closed.load(Ordering::SeqCst) || shared.upgraded.load(Ordering::SeqCst) {
+            return;
+        }
+        if shared.in_flight.load(Ordering::SeqCst) > 0 {
+            shared.wake.notified().await;
+            continue;
+        }
+        let deadline =
+            instant_of(shared.idle_since_ms.load(Ordering::SeqCst)) + NEXT_REQUEST_TIMEOUT;
+        if Instant::now() >= deadline {
+            tracing::debug!("closing a connection whose next request did not arrive in time");
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+/// A request being handled, for its connection's watchdog; dropping it
+/// (the answer is out, or the request was abandoned) starts the wait for
+/// the next request.
+#[derive(Debug)]
+pub struct InFlight(Option<Arc<Shared>>);
+
+impl InFlight {
+    /// Marks a request of `req`'s connection as being handled.
+    pub fn start(req: &ServiceRequest) -> Self {
+        let shared = req.conn_data::<ConnectionWatch>().map(|w| w.0.clone());
+        if let Some(shared) = &shared {
+            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            shared.wake.notify_one();
+        }
+        InFlight(shared)
+    }
+
+    /// The request was answered with `status`: 101 hands the connection to
+    /// the WebSocket.
+    pub fn answered(&self, status: actix_web::http::StatusCode) {
+        if status == actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(shared) = &self.0 {
+                shared.upgraded.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.0 {
+            shared.idle_since_ms.store(millis_now(), Ordering::SeqCst);
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            shared.wake.notify_one();
+        }
+    }
+}
+
+/// Makes reading `req`'s body fail once [`BODY_TIMEOUT`] has passed; a
+/// request without a body, or a WebSocket upgrade (whose "body" is the
+/// socket's frames), is left alone.
+pub fn limit_body_time(req: &mut ServiceRequest) {
+    let headers = req.headers();
+    if headers.contains_key(header::UPGRADE) {
+        return;
+    }
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > 0);
+    if !announced && !headers.contains_key(header::TRANSFER_ENCODING) {
+        return;
+    }
+    let inner = req.take_payload();
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(BodyDeadline {
+            inner,
+            timer: Box::pin(tokio::time::sleep(BODY_TIMEOUT)),
+            expired: false,
+        }),
+    });
+}
+
+/// Whether a payload error is [`limit_body_time`]'s.
+pub fn is_body_timeout(error: &PayloadError) -> bool {
+    matches!(error, PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+struct BodyDeadline {
+    inner: Payload,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl Stream for BodyDeadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => {
+                this.expired = true;
+                Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body did not arrive in time",
+                )))))
+            }
+            other => other,
+        }
+    }
+}
