@@ -244,7 +244,7 @@ pub fn http_server(
 ) -> std::io::Result<HttpServerHandle> {
     let embedded = state.realtime.embedded_server();
     let metrics_listener = match &state.config.metrics_addr {
-        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+        Some(addr) => Some(slow_clients::listen(addr.as_str()).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("cannot listen on METRICS_ADDR {addr}: {e}"),
@@ -350,7 +350,6 @@ pub fn http_server(
     .client_disconnect_timeout(slow_clients::DISCONNECT_TIMEOUT)
     .keep_alive(slow_clients::KEEP_ALIVE)
     .max_connections(slow_clients::MAX_CONNECTIONS_PER_WORKER)
-    .backlog(slow_clients::BACKLOG)
     .listen(listener)?;
     let server = match metrics_listener {
         Some(metrics_listener) => server.listen(metrics_listener)?,
@@ -377,7 +376,7 @@ pub fn build(mut config: Config) -> Result<Running, String> {
         Backend::Sqlite => Some(Writer::start(&config.database_url).map_err(|e| e.to_string())?),
         Backend::Postgres => None,
     };
-    let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
+    let listener = slow_clients::listen((config.host.as_str(), config.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     if !config.public_url_given {

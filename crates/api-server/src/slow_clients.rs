@@ -68,6 +68,37 @@ pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
 /// beyond it is refused at once rather than queued for seconds.
 pub const BACKLOG: u32 = 1024;
 
+/// A listening socket on `addr` with [`BACKLOG`]: the listeners api-server
+/// binds itself (to learn the port before serving) would otherwise get the
+/// standard library's 128, and a burst of connections past it leaves
+/// clients holding sockets the server never accepted.
+pub fn listen(addr: impl std::net::ToSocketAddrs) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        let bound = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            // As the standard library does: a restart may bind the port
+            // while the last run's connections are still in TIME_WAIT.
+            #[cfg(unix)]
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG as i32)?;
+            Ok::<_, std::io::Error>(std::net::TcpListener::from(socket))
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// The origin of the times kept as milliseconds in atomics.
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();

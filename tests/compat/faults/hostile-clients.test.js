@@ -17,6 +17,8 @@ function open(port) {
     const socket = net.connect({ host: '127.0.0.1', port });
     socket.closedByServer = false;
     socket.on('error', () => {});
+    // Flowing, so the server's close is seen (a paused socket never reads its FIN).
+    socket.resume();
     socket.on('end', () => {
       socket.closedByServer = true;
     });
@@ -64,7 +66,12 @@ test('idle connections and slow-loris requests do not keep a client from logging
   t.diagnostic(`login, send and read took ${Date.now() - started} ms`);
 
   // The server lets go of what never became a request, without the clients' help.
-  await eventually(() => sockets.every((s) => s.closed), 120000, 'the server to close every idle and slow-loris connection');
+  await eventually(() => sockets.every((s) => s.closed), 120000, 'the server to close every idle and slow-loris connection').catch((e) => {
+    const open = sockets.filter((s) => !s.closed);
+    const states = {};
+    for (const s of open) states[`${loris.includes(s) ? 'loris' : 'idle'} ${s.readyState} sent ${s.bytesWritten} read ${s.bytesRead}`] = (states[`${loris.includes(s) ? 'loris' : 'idle'} ${s.readyState} sent ${s.bytesWritten} read ${s.bytesRead}`] || 0) + 1;
+    throw new Error(`${e.message}: ${open.length} still open: ${JSON.stringify(states).slice(0, 2000)}`);
+  });
   assert.ok(sockets.filter((s) => s.closedByServer).length > IDLE / 2, 'closed by the server, not by the clients');
   assert.ok(inbox.running, 'api-server is still running');
 });

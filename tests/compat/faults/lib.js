@@ -294,7 +294,16 @@ class RealtimeWitness {
 async function startTwilio() {
   const credentials = { accountSid: sid('AC'), authToken: crypto.randomBytes(16).toString('hex') };
   const fake = await FakeTwilio.start(credentials);
-  fake.env = { TWILIO_ACCOUNT_SID: credentials.accountSid, TWILIO_AUTH_TOKEN: credentials.authToken, TWILIO_API_BASE: fake.base };
+  fake.env = {
+    TWILIO_ACCOUNT_SID: credentials.accountSid,
+    TWILIO_AUTH_TOKEN: credentials.authToken,
+    TWILIO_API_BASE: fake.base,
+    // A send in flight when a process dies is taken again once its lease (8 request
+    // timeouts and 2 s) runs out: short here, so the books settle in seconds.
+    TWILIO_TIMEOUT_MS: '2000',
+    TWILIO_RETRY_BASE_MS: '200',
+    TWILIO_RETRY_MAX_MS: '2000',
+  };
   fake.authToken = credentials.authToken;
   return fake;
 }
