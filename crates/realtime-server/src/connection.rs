@@ -18,7 +18,7 @@ use crate::outbox::{Outbound, OutboxReceiver};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
-use crate::registry::{App, SubscribeError};
+use crate::registry::{App, ConnectError, SubscribeError};
 use crate::Server;
 
 /// What the reading task ([`read_frames`]) should do after a frame.
@@ -121,7 +121,22 @@ impl Connection {
         let refuse = |kind: &str, message: &str, status: u16| {
             self.reply(protocol::subscription_error(name, kind, message, status));
         };
+        // A limit's refusal: the channel's handlers hear it from the
+        // subscription_error, the connection's from a coded pusher:error.
+        let refuse_by_limit = |code: u16, kind: &str, message: &str, status: u16| {
+            self.app.metrics().subscriptions_refused.inc();
+            self.error(Some(code), message);
+            self.reply(protocol::subscription_error(name, kind, message, status));
+        };
         let member = match channel.kind() {
+            ChannelKind::Public if !self.app.config().public_channels => {
+                return refuse_by_limit(
+                    code::PUBLIC_CHANNELS_DISABLED,
+                    "AuthError",
+                    &format!("Public channels are not accepted here: {name} needs a private- or presence- prefix"),
+                    403,
+                );
+            }
             ChannelKind::Public => None,
             ChannelKind::ServerToUser => {
                 // pusher-js subscribes to its own user channel after signin;
@@ -169,6 +184,12 @@ impl Connection {
             Err(SubscribeError::PresenceFull(max)) => refuse(
                 "LimitReached",
                 &format!("Presence channel {name} has its maximum of {max} members"),
+                400,
+            ),
+            Err(SubscribeError::TooManyChannels(max)) => refuse_by_limit(
+                code::TOO_MANY_CHANNELS,
+                "LimitReached",
+                &format!("Subscription to {name} refused: a connection may hold {max} channels"),
                 400,
             ),
             Err(SubscribeError::UnknownConnection) => {}
@@ -360,8 +381,23 @@ pub async fn websocket(
         }
         Some(Ok(_)) => {}
     }
-    let Some((socket_id, outbox)) = app.connect() else {
-        return refuse_upgrade(handshake, code::OVER_CAPACITY, "Over capacity");
+    let address = app
+        .config()
+        .trusted_proxies
+        .client_address(req.peer_addr().map(|a| a.ip()), req.headers());
+    let (socket_id, outbox) = match app.connect_from(address) {
+        Ok(registered) => registered,
+        Err(ConnectError::OverCapacity) => {
+            return refuse_upgrade(handshake, code::OVER_CAPACITY, "Over capacity");
+        }
+        Err(ConnectError::TooManyFromAddress) => {
+            tracing::debug!(address = ?address, "too many connections from one address");
+            return refuse_upgrade(
+                handshake,
+                code::OVER_CAPACITY,
+                "Too many connections from your address",
+            );
+        }
     };
     let (closed_tx, closed) = oneshot::channel();
     let response = match websocket_response(handshake, outbox, Some(closed_tx)) {
