@@ -18,7 +18,7 @@ use crate::outbox::{Outbound, OutboxReceiver};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
-use crate::registry::{App, ConnectError, SubscribeError};
+use crate::registry::{App, ConnectError, Removal, SubscribeError};
 use crate::Server;
 
 /// What the reading task ([`read_frames`]) should do after a frame.
@@ -428,20 +428,40 @@ pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
     refuse_upgrade(handshake, code::PATH_NOT_FOUND, "Path not found")
 }
 
-/// Removes a connection from its app when its reading task ends, however it
-/// ends (a panic included), with the close frame decided by then, if any.
+/// Removes a connection from its app when its reading task ends: in steps
+/// that let the worker's other connections run between them
+/// ([`Leaving::leave`]), or, if the task ends otherwise (a panic, the
+/// runtime stopping), all at once when dropped.
 struct Leaving {
     app: Arc<App>,
     socket_id: Arc<str>,
-    last: Option<Outbound>,
+    began: bool,
+    /// What is left of the removal once it began.
+    removal: Option<Removal>,
+}
+
+impl Leaving {
+    /// Removes the connection, sending `last` after what is already queued.
+    /// The lock is released between steps, and so is the worker thread: a
+    /// connection with many channels delays neither the other connections
+    /// nor the other clients of its own worker by more than a step.
+    async fn leave(&mut self, last: Option<Outbound>) {
+        self.began = true;
+        self.removal = self.app.begin_removal(&self.socket_id, last);
+        while let Some(removal) = self.removal.as_mut().filter(|r| !r.is_done()) {
+            tokio::task::yield_now().await;
+            self.app.continue_removal(removal);
+        }
+        self.removal = None;
+    }
 }
 
 impl Drop for Leaving {
     fn drop(&mut self) {
-        match self.last.take() {
-            // Frames queued before the close are still sent, then the close.
-            Some(last) => self.app.close(&self.socket_id, last),
-            None => self.app.disconnect(&self.socket_id),
+        if !self.began {
+            self.app.disconnect(&self.socket_id);
+        } else if let Some(removal) = self.removal.take() {
+            self.app.finish_removal(removal);
         }
     }
 }
@@ -459,7 +479,8 @@ async fn read_frames(
     let mut leaving = Leaving {
         app: app.clone(),
         socket_id: connection.socket_id.clone(),
-        last: None,
+        began: false,
+        removal: None,
     };
     let activity_timeout = app.config().activity_timeout;
     let pong_timeout = app.config().pong_timeout();
@@ -515,5 +536,8 @@ async fn read_frames(
             }
         }
     };
-    leaving.last = close.map(|(code, reason)| Outbound::CloseFrame(code, reason));
+    // Frames queued before the close are still sent, then the close.
+    leaving
+        .leave(close.map(|(code, reason)| Outbound::CloseFrame(code, reason)))
+        .await;
 }

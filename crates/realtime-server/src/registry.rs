@@ -94,6 +94,26 @@ pub enum ConnectError {
     TooManyFromAddress,
 }
 
+/// A connection already gone from its app but still among the subscribers
+/// of the channels it has not left yet (see [`App::begin_removal`]).
+#[derive(Debug)]
+pub struct Removal {
+    socket_id: Arc<str>,
+    channels: hash_set::IntoIter<Arc<str>>,
+}
+
+impl Removal {
+    /// Whether every channel was left.
+    pub fn is_done(&self) -> bool {
+        self.channels.len() == 0
+    }
+
+    /// Channels still to leave.
+    pub fn channels_left(&self) -> usize {
+        self.channels.len()
+    }
+}
+
 /// One app's live state.
 #[derive(Debug)]
 pub struct App {
@@ -273,21 +293,36 @@ impl App {
         self.remove(socket_id, None);
     }
 
-    /// Removes a connection in bounded steps. The first step takes it out of
-    /// `connections` and its user's sockets and finishes its outbox: from
-    /// then on it receives nothing, and cannot subscribe, sign in or relay.
-    /// Its channels are then left [`LEAVE_STEP`] at a time, the lock released
-    /// between steps; each channel is left exactly as an unsubscribe would
-    /// (`member_removed` when its user's last connection leaves,
-    /// `channel_vacated` when its last subscriber does, once each).
+    /// Removes a connection in bounded steps on this thread (see
+    /// [`App::begin_removal`]).
     fn remove(&self, socket_id: &str, last: Option<Outbound>) {
+        let Some(mut removal) = self.begin_removal(socket_id, last) else {
+            return;
+        };
+        while !removal.is_done() {
+            #[cfg(test)]
+            if let Some(hook) = self.between_steps.get() {
+                (hook.0)(self);
+            }
+            self.continue_removal(&mut removal);
+        }
+    }
+
+    /// Starts removing a connection, as [`App::disconnect`] (no `last`) or
+    /// [`App::close`] do, and answers what is left to do, if it was there.
+    /// This first step takes it out of `connections` and its user's sockets
+    /// and finishes its outbox: from then on it receives nothing, and cannot
+    /// subscribe, sign in or relay. It also leaves its first [`LEAVE_STEP`]
+    /// channels; [`App::continue_removal`] leaves the rest, as many per call,
+    /// the lock released between calls. Each channel is left exactly as an
+    /// unsubscribe would (`member_removed` when its user's last connection
+    /// leaves, `channel_vacated` when its last subscriber does, once each).
+    pub fn begin_removal(&self, socket_id: &str, last: Option<Outbound>) -> Option<Removal> {
         let mut deliveries = Deliveries::default();
-        let (socket_key, mut channels) = {
+        let removal = {
             let mut guard = self.write();
             let state = &mut *guard;
-            let Some((socket_key, conn)) = state.connections.remove_entry(socket_id) else {
-                return;
-            };
+            let (socket_key, conn) = state.connections.remove_entry(socket_id)?;
             if let Some(last) = last {
                 // A close is taken whatever the outbox holds.
                 let _ = conn.outbox.try_send(last);
@@ -302,40 +337,47 @@ impl App {
                 }
             }
             self.metrics.connections.set(state.connections.len() as i64);
-            let mut channels = conn.channels.into_iter();
-            self.leave_step(state, &socket_key, &mut channels, &mut deliveries);
-            if channels.len() > 0 {
+            let mut removal = Removal {
+                socket_id: socket_key,
+                channels: conn.channels.into_iter(),
+            };
+            self.leave_step(state, &mut removal, &mut deliveries);
+            if !removal.is_done() {
                 RwLockWriteGuard::unlock_fair(guard);
             }
-            (socket_key, channels)
+            removal
         };
         self.settle(deliveries);
-        while channels.len() > 0 {
-            #[cfg(test)]
-            if let Some(hook) = self.between_steps.get() {
-                (hook.0)(self);
-            }
-            let mut deliveries = Deliveries::default();
-            let mut state = self.write();
-            self.leave_step(&mut state, &socket_key, &mut channels, &mut deliveries);
-            // A fair unlock hands the lock to whoever waits for it, if anyone,
-            // before the next step: otherwise this thread could take it back
-            // at once, step after step, and the others would still wait.
-            RwLockWriteGuard::unlock_fair(state);
-            self.settle(deliveries);
+        Some(removal)
+    }
+
+    /// Leaves the next [`LEAVE_STEP`] channels of a removal, in one
+    /// acquisition of the lock.
+    pub fn continue_removal(&self, removal: &mut Removal) {
+        if removal.is_done() {
+            return;
+        }
+        let mut deliveries = Deliveries::default();
+        let mut state = self.write();
+        self.leave_step(&mut state, removal, &mut deliveries);
+        // A fair unlock hands the lock to whoever waits for it, if anyone,
+        // before the next step: otherwise this thread could take it back at
+        // once, step after step, and the others would still wait.
+        RwLockWriteGuard::unlock_fair(state);
+        self.settle(deliveries);
+    }
+
+    /// Finishes a removal on this thread.
+    pub fn finish_removal(&self, mut removal: Removal) {
+        while !removal.is_done() {
+            self.continue_removal(&mut removal);
         }
     }
 
     /// Leaves the next [`LEAVE_STEP`] channels of a removed connection.
-    fn leave_step(
-        &self,
-        state: &mut State,
-        socket_id: &str,
-        channels: &mut hash_set::IntoIter<Arc<str>>,
-        deliveries: &mut Deliveries,
-    ) {
-        for channel in channels.by_ref().take(LEAVE_STEP) {
-            self.leave(state, socket_id, &channel, deliveries);
+    fn leave_step(&self, state: &mut State, removal: &mut Removal, deliveries: &mut Deliveries) {
+        for channel in removal.channels.by_ref().take(LEAVE_STEP) {
+            self.leave(state, &removal.socket_id, &channel, deliveries);
         }
         self.metrics.channels.set(state.channels.len() as i64);
     }
