@@ -1,10 +1,15 @@
 //! `teardown`: does one connection leaving many channels slow everyone
-//! else down? Prober connections subscribe and unsubscribe back to back the
-//! whole run and time each subscribe (send to `subscription_succeeded`). Each
-//! round, a heavy connection subscribes to `--channels` channels, then stays
-//! idle for a window (the baseline window), then goes away (its socket is
-//! dropped) and another window follows (the teardown window). Probes started
-//! in each kind of window are reported side by side, from the same run.
+//! else down? Prober connections subscribe (and unsubscribe) on a fixed
+//! schedule the whole run, one subscribe every `--interval-us` each, and
+//! time each subscribe from its scheduled moment to its
+//! `subscription_succeeded`: a prober held up is late for every probe it
+//! should have sent meanwhile, so a stall weighs as long as it lasts (no
+//! coordinated omission). Each round, a heavy connection subscribes to
+//! `--channels` channels, stays idle through a window (the baseline), then
+//! goes away (its socket is dropped) and another window follows (the
+//! teardown). Probes are reported side by side, from the same run: baseline
+//! the probes done within a baseline window, teardown those that overlap a
+//! teardown window.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,6 +38,9 @@ pub struct TeardownArgs {
     /// Connections probing at once (they land on different server workers).
     #[arg(long, default_value_t = 4)]
     probers: usize,
+    /// Time between one prober's subscribes.
+    #[arg(long, default_value_t = 1000)]
+    interval_us: u64,
     /// A label for the report.
     #[arg(long, default_value = "server")]
     label: String,
@@ -42,8 +50,8 @@ pub struct TeardownArgs {
 /// outbox for the heavy connection never fills.
 const SUBSCRIBE_WINDOW: usize = 256;
 
-/// One probe: when it started (since the run began) and how long the
-/// subscribe took, in ns.
+/// One probe: when it was due (since the run began) and how long after
+/// that its subscription succeeded, in ns.
 type Probe = (u64, u64);
 
 fn url(target: &Target) -> String {
@@ -54,7 +62,9 @@ fn url(target: &Target) -> String {
 }
 
 async fn connect(url: &str) -> Result<Socket, Error> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+    // Without TCP_NODELAY, a subscribe written right after an unsubscribe
+    // (which gets no answer) waits for the server's delayed ACK: 40 ms.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     // Wait for pusher:connection_established.
     while let Some(message) = socket.next().await {
         if let Message::Text(text) = message? {
@@ -88,28 +98,38 @@ async fn await_succeeded(socket: &mut Socket, mut count: usize) -> Result<(), Er
     Ok(())
 }
 
-/// Subscribes and unsubscribes back to back until `stop`, timing each
-/// subscribe.
+/// Subscribes (then unsubscribes) every `interval` until `stop`, timing
+/// each subscribe from when it was due.
 async fn probe(
     url: String,
     id: usize,
     start: Instant,
+    interval: Duration,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<Probe>, Error> {
     let mut socket = connect(&url).await?;
     let mut probes = Vec::new();
+    let mut due = Instant::now();
+    let mut previous_done = due;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until(due.into()).await;
+        let sent = Instant::now();
+        // Late because the previous probe was: the server held this prober
+        // up, and the wait counts. Late because the timer woke late (it
+        // ticks by the millisecond): the client's doing, not counted.
+        let from = if previous_done > due { due } else { sent };
         let channel = format!("probe-{id}-{n}");
         n += 1;
-        let began = Instant::now();
         socket.send(subscribe_frame(&channel)).await?;
         await_succeeded(&mut socket, 1).await?;
-        let took = began.elapsed();
+        let done = Instant::now();
         probes.push((
-            began.duration_since(start).as_nanos() as u64,
-            took.as_nanos() as u64,
+            from.duration_since(start).as_nanos() as u64,
+            done.duration_since(from).as_nanos() as u64,
         ));
+        previous_done = done;
+        due += interval;
         let leave =
             serde_json::json!({ "event": "pusher:unsubscribe", "data": { "channel": channel } });
         socket.send(Message::Text(leave.to_string().into())).await?;
@@ -123,7 +143,18 @@ fn summary(latencies: &mut [u64]) -> serde_json::Value {
         "probes": latencies.len(),
         "p50_ms": ms(percentile(latencies, 50.0)),
         "p99_ms": ms(percentile(latencies, 99.0)),
+        "p99_9_ms": ms(percentile(latencies, 99.9)),
         "max_ms": ms(latencies.last().copied().unwrap_or(0)),
+    })
+}
+
+/// The worst probe of each round: its median, p90 and max over the rounds.
+fn worst(per_round: &mut [u64]) -> serde_json::Value {
+    per_round.sort_unstable();
+    serde_json::json!({
+        "median_ms": ms(percentile(per_round, 50.0)),
+        "p90_ms": ms(percentile(per_round, 90.0)),
+        "max_ms": ms(per_round.last().copied().unwrap_or(0)),
     })
 }
 
@@ -131,8 +162,9 @@ pub async fn run(args: TeardownArgs) -> Result<(), Error> {
     let url = url(&args.target);
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_micros(args.interval_us);
     let probers: Vec<_> = (0..args.probers)
-        .map(|id| tokio::spawn(probe(url.clone(), id, start, stop.clone())))
+        .map(|id| tokio::spawn(probe(url.clone(), id, start, interval, stop.clone())))
         .collect();
     let window = Duration::from_millis(args.window_ms);
     let since = |at: Instant| at.duration_since(start).as_nanos() as u64;
@@ -168,14 +200,27 @@ pub async fn run(args: TeardownArgs) -> Result<(), Error> {
     for prober in probers {
         probes.extend(prober.await??);
     }
-    let inside = |at: u64, (from, to): (u64, u64)| at >= from && at < to;
+    // A probe spans [due, due + took].
+    let within = |due: u64, took: u64, (from, to): (u64, u64)| due >= from && due + took < to;
+    let overlaps = |due: u64, took: u64, (from, to): (u64, u64)| due < to && due + took >= from;
     let mut baseline: Vec<u64> = Vec::new();
     let mut teardown: Vec<u64> = Vec::new();
-    for &(at, took) in &probes {
-        if windows.iter().any(|(quiet, _)| inside(at, *quiet)) {
+    // The worst probe of each round's window, of either kind.
+    let mut worst_baseline = vec![0u64; windows.len()];
+    let mut worst_teardown = vec![0u64; windows.len()];
+    for &(due, took) in &probes {
+        if let Some(round) = windows
+            .iter()
+            .position(|(quiet, _)| within(due, took, *quiet))
+        {
             baseline.push(took);
-        } else if windows.iter().any(|(_, leaving)| inside(at, *leaving)) {
+            worst_baseline[round] = worst_baseline[round].max(took);
+        } else if let Some(round) = windows
+            .iter()
+            .position(|(_, leaving)| overlaps(due, took, *leaving))
+        {
             teardown.push(took);
+            worst_teardown[round] = worst_teardown[round].max(took);
         }
     }
     let report = serde_json::json!({
@@ -183,9 +228,12 @@ pub async fn run(args: TeardownArgs) -> Result<(), Error> {
         "channels": args.channels,
         "rounds": args.rounds,
         "probers": args.probers,
+        "interval_us": args.interval_us,
         "window_ms": args.window_ms,
         "baseline": summary(&mut baseline),
         "teardown": summary(&mut teardown),
+        "worst_per_round_baseline": worst(&mut worst_baseline),
+        "worst_per_round_teardown": worst(&mut worst_teardown),
     });
     println!("{report}");
     Ok(())

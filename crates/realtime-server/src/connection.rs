@@ -428,9 +428,14 @@ pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
     refuse_upgrade(handshake, code::PATH_NOT_FOUND, "Path not found")
 }
 
-/// Removes a connection from its app when its reading task ends: in steps
-/// that let the worker's other connections run between them
-/// ([`Leaving::leave`]), or, if the task ends otherwise (a panic, the
+/// Time between two steps of a teardown: at most
+/// [`crate::registry::LEAVE_STEP`] channels per millisecond, so 10,000
+/// channels take about 40 ms (their `member_removed` and `channel_vacated`
+/// come that much later; webhooks wait seconds anyway).
+pub const TEARDOWN_PACE: Duration = Duration::from_millis(1);
+
+/// Removes a connection from its app when its reading task ends: in paced
+/// steps ([`Leaving::leave`]), or, if the task ends otherwise (a panic, the
 /// runtime stopping), all at once when dropped.
 struct Leaving {
     app: Arc<App>,
@@ -442,14 +447,17 @@ struct Leaving {
 
 impl Leaving {
     /// Removes the connection, sending `last` after what is already queued.
-    /// The lock is released between steps, and so is the worker thread: a
-    /// connection with many channels delays neither the other connections
-    /// nor the other clients of its own worker by more than a step.
+    /// The connection is gone from the first step (it receives nothing);
+    /// its channels are then left [`crate::registry::LEAVE_STEP`] at a time,
+    /// one step per [`TEARDOWN_PACE`], with the lock and the worker thread
+    /// free between steps. Nobody waits for this work, so it is spread out:
+    /// a connection with many channels then costs the others neither the
+    /// lock nor, on a busy machine, the CPU they need meanwhile.
     async fn leave(&mut self, last: Option<Outbound>) {
         self.began = true;
         self.removal = self.app.begin_removal(&self.socket_id, last);
         while let Some(removal) = self.removal.as_mut().filter(|r| !r.is_done()) {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(TEARDOWN_PACE).await;
             self.app.continue_removal(removal);
         }
         self.removal = None;
