@@ -12,6 +12,9 @@
 //! - `trigger`: fires triggers through realtime-core's client with a fixed
 //!   number in flight; reports triggers per second and this client's CPU
 //!   time per trigger.
+//! - `teardown`: prober connections time their subscribes while, round
+//!   after round, a connection holding many channels goes away; reports the
+//!   subscribe latency with and without a teardown under way (`teardown.rs`).
 //! - `floor`: a bare fan-out server (`floor.rs`) that only sends each event
 //!   to each socket, from a thread per core or from a task per socket: the
 //!   reference rows beside real servers.
@@ -30,6 +33,7 @@ use tokio_tungstenite::MaybeTlsStream;
 
 mod floor;
 mod frames;
+mod teardown;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,6 +52,8 @@ enum Command {
     Trigger(TriggerArgs),
     /// Serve the least a fan-out takes, as a reference for `fanout`.
     Floor(FloorArgs),
+    /// Time other clients' subscribes while a connection with many channels leaves.
+    Teardown(teardown::TeardownArgs),
 }
 
 #[derive(Args)]
@@ -148,9 +154,11 @@ fn main() -> Result<(), Error> {
     // Triggers run on one thread, like the Node SDK they are compared with;
     // the floor's HTTP side too (its writing threads are its own).
     let runtime = match cli.command {
-        Command::Trigger(_) | Command::Floor(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
+        Command::Trigger(_) | Command::Floor(_) | Command::Teardown(_) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        }
         Command::Fanout(ref args) if args.client_threads <= 1 => {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -165,6 +173,7 @@ fn main() -> Result<(), Error> {
         match cli.command {
             Command::Fanout(args) => fanout(args).await,
             Command::Trigger(args) => trigger(args).await,
+            Command::Teardown(args) => teardown::run(args).await,
             Command::Floor(args) => {
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
                 let threads = args.threads.unwrap_or(cores);

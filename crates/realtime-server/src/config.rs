@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use realtime_core::Credentials;
 
+use crate::client_address::TrustedProxies;
+
+/// Default of [`AppConfig::max_channels_per_connection`]: pusher-js apps
+/// subscribe to a handful of channels per page (the inbox to three), so a
+/// hundred leaves room while bounding what one socket can make the server hold.
+pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 100;
+
+/// Default of [`AppConfig::max_connections_per_address`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 100;
+
 /// An app served by the server, with the limits Pusher applies by default.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -16,6 +26,21 @@ pub struct AppConfig {
     pub activity_timeout: Duration,
     /// Most connections at once; beyond, new ones are closed with 4100.
     pub max_connections: usize,
+    /// Most open connections from one client address (an IPv6 client counts
+    /// by its /64, which one host usually holds whole); beyond, new ones are
+    /// closed with 4100. Counted like `max_connections`, until the socket ends.
+    pub max_connections_per_address: usize,
+    /// The proxies whose forwarded headers name the client address that
+    /// `max_connections_per_address` counts (none: the peer address).
+    pub trusted_proxies: TrustedProxies,
+    /// Most channels one connection may be subscribed to (its
+    /// `#server-to-user-` channel aside); a subscription beyond is refused.
+    pub max_channels_per_connection: usize,
+    /// Whether public channels (no authorization) may be subscribed to. A
+    /// Pusher server accepts them; an app whose channels are all private can
+    /// refuse them, so that holding the public key is not enough to make the
+    /// server keep state.
+    pub public_channels: bool,
     /// Most members of one presence channel.
     pub max_presence_members: usize,
     /// Largest `user_info` of a presence member, in bytes of JSON.
@@ -43,6 +68,10 @@ impl AppConfig {
             client_events: false,
             activity_timeout: Duration::from_secs(120),
             max_connections: 100_000,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            trusted_proxies: TrustedProxies::none(),
+            max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+            public_channels: true,
             max_presence_members: 100,
             max_presence_user_info_bytes: 1024,
             max_presence_user_id_len: 128,

@@ -18,7 +18,7 @@ use crate::outbox::{Outbound, OutboxReceiver};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
-use crate::registry::{App, SubscribeError};
+use crate::registry::{App, ConnectError, Removal, SubscribeError};
 use crate::Server;
 
 /// What the reading task ([`read_frames`]) should do after a frame.
@@ -121,7 +121,22 @@ impl Connection {
         let refuse = |kind: &str, message: &str, status: u16| {
             self.reply(protocol::subscription_error(name, kind, message, status));
         };
+        // A limit's refusal: the channel's handlers hear it from the
+        // subscription_error, the connection's from a coded pusher:error.
+        let refuse_by_limit = |code: u16, kind: &str, message: &str, status: u16| {
+            self.app.metrics().subscriptions_refused.inc();
+            self.error(Some(code), message);
+            self.reply(protocol::subscription_error(name, kind, message, status));
+        };
         let member = match channel.kind() {
+            ChannelKind::Public if !self.app.config().public_channels => {
+                return refuse_by_limit(
+                    code::PUBLIC_CHANNELS_DISABLED,
+                    "AuthError",
+                    &format!("Public channels are not accepted here: {name} needs a private- or presence- prefix"),
+                    403,
+                );
+            }
             ChannelKind::Public => None,
             ChannelKind::ServerToUser => {
                 // pusher-js subscribes to its own user channel after signin;
@@ -169,6 +184,12 @@ impl Connection {
             Err(SubscribeError::PresenceFull(max)) => refuse(
                 "LimitReached",
                 &format!("Presence channel {name} has its maximum of {max} members"),
+                400,
+            ),
+            Err(SubscribeError::TooManyChannels(max)) => refuse_by_limit(
+                code::TOO_MANY_CHANNELS,
+                "LimitReached",
+                &format!("Subscription to {name} refused: a connection may hold {max} channels"),
                 400,
             ),
             Err(SubscribeError::UnknownConnection) => {}
@@ -360,8 +381,23 @@ pub async fn websocket(
         }
         Some(Ok(_)) => {}
     }
-    let Some((socket_id, outbox)) = app.connect() else {
-        return refuse_upgrade(handshake, code::OVER_CAPACITY, "Over capacity");
+    let address = app
+        .config()
+        .trusted_proxies
+        .client_address(req.peer_addr().map(|a| a.ip()), req.headers());
+    let (socket_id, outbox) = match app.connect_from(address) {
+        Ok(registered) => registered,
+        Err(ConnectError::OverCapacity) => {
+            return refuse_upgrade(handshake, code::OVER_CAPACITY, "Over capacity");
+        }
+        Err(ConnectError::TooManyFromAddress) => {
+            tracing::debug!(address = ?address, "too many connections from one address");
+            return refuse_upgrade(
+                handshake,
+                code::OVER_CAPACITY,
+                "Too many connections from your address",
+            );
+        }
     };
     let (closed_tx, closed) = oneshot::channel();
     let response = match websocket_response(handshake, outbox, Some(closed_tx)) {
@@ -392,20 +428,48 @@ pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
     refuse_upgrade(handshake, code::PATH_NOT_FOUND, "Path not found")
 }
 
-/// Removes a connection from its app when its reading task ends, however it
-/// ends (a panic included), with the close frame decided by then, if any.
+/// Time between two steps of a teardown: at most
+/// [`crate::registry::LEAVE_STEP`] channels per millisecond, so 10,000
+/// channels take about 40 ms (their `member_removed` and `channel_vacated`
+/// come that much later; webhooks wait seconds anyway).
+pub const TEARDOWN_PACE: Duration = Duration::from_millis(1);
+
+/// Removes a connection from its app when its reading task ends: in paced
+/// steps ([`Leaving::leave`]), or, if the task ends otherwise (a panic, the
+/// runtime stopping), all at once when dropped.
 struct Leaving {
     app: Arc<App>,
     socket_id: Arc<str>,
-    last: Option<Outbound>,
+    began: bool,
+    /// What is left of the removal once it began.
+    removal: Option<Removal>,
+}
+
+impl Leaving {
+    /// Removes the connection, sending `last` after what is already queued.
+    /// The connection is gone from the first step (it receives nothing);
+    /// its channels are then left [`crate::registry::LEAVE_STEP`] at a time,
+    /// one step per [`TEARDOWN_PACE`], with the lock and the worker thread
+    /// free between steps. Nobody waits for this work, so it is spread out:
+    /// a connection with many channels then costs the others neither the
+    /// lock nor, on a busy machine, the CPU they need meanwhile.
+    async fn leave(&mut self, last: Option<Outbound>) {
+        self.began = true;
+        self.removal = self.app.begin_removal(&self.socket_id, last);
+        while let Some(removal) = self.removal.as_mut().filter(|r| !r.is_done()) {
+            tokio::time::sleep(TEARDOWN_PACE).await;
+            self.app.continue_removal(removal);
+        }
+        self.removal = None;
+    }
 }
 
 impl Drop for Leaving {
     fn drop(&mut self) {
-        match self.last.take() {
-            // Frames queued before the close are still sent, then the close.
-            Some(last) => self.app.close(&self.socket_id, last),
-            None => self.app.disconnect(&self.socket_id),
+        if !self.began {
+            self.app.disconnect(&self.socket_id);
+        } else if let Some(removal) = self.removal.take() {
+            self.app.finish_removal(removal);
         }
     }
 }
@@ -423,7 +487,8 @@ async fn read_frames(
     let mut leaving = Leaving {
         app: app.clone(),
         socket_id: connection.socket_id.clone(),
-        last: None,
+        began: false,
+        removal: None,
     };
     let activity_timeout = app.config().activity_timeout;
     let pong_timeout = app.config().pong_timeout();
@@ -479,5 +544,8 @@ async fn read_frames(
             }
         }
     };
-    leaving.last = close.map(|(code, reason)| Outbound::CloseFrame(code, reason));
+    // Frames queued before the close are still sent, then the close.
+    leaving
+        .leave(close.map(|(code, reason)| Outbound::CloseFrame(code, reason)))
+        .await;
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use clap::Parser;
 use realtime_core::Credentials;
-use realtime_server::{metrics_endpoint, AppConfig, Server};
+use realtime_server::config::{
+    DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+};
+use realtime_server::{metrics_endpoint, AppConfig, Server, TrustedProxies};
 use tracing_subscriber::EnvFilter;
 
 /// A Pusher protocol 7 server: pusher-js and the official server SDKs work
@@ -40,6 +43,24 @@ struct Args {
     /// Most connections at once.
     #[arg(long, env = "REALTIME_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
+    /// Most open connections from one client address (an IPv6 client counts
+    /// by its /64); beyond, new ones are closed with 4100.
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, value_parser = positive)]
+    max_connections_per_address: usize,
+    /// Proxies (addresses or CIDRs, comma-separated) whose Forwarded /
+    /// X-Forwarded-For name the client address; unset: the peer is the client.
+    #[arg(long, env = "REALTIME_TRUSTED_PROXIES", value_parser = TrustedProxies::parse,
+          default_value = "")]
+    trusted_proxies: TrustedProxies,
+    /// Most channels one connection may be subscribed to.
+    #[arg(long, env = "REALTIME_MAX_CHANNELS_PER_CONNECTION",
+          default_value_t = DEFAULT_MAX_CHANNELS_PER_CONNECTION, value_parser = positive)]
+    max_channels_per_connection: usize,
+    /// Accept public channels (no authorization), as Pusher does.
+    #[arg(long, env = "REALTIME_PUBLIC_CHANNELS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    public_channels: bool,
     /// Largest event data in bytes.
     #[arg(long, env = "REALTIME_MAX_DATA_BYTES", default_value_t = 10 * 1024)]
     max_data_bytes: usize,
@@ -52,6 +73,15 @@ struct Args {
     /// Logs as JSON lines.
     #[arg(long, env = "REALTIME_LOG_JSON", default_value_t = false)]
     log_json: bool,
+}
+
+/// A count that must be at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive whole number"))
 }
 
 fn main() -> std::io::Result<()> {
@@ -77,6 +107,10 @@ async fn serve(args: Args) -> std::io::Result<()> {
     app.client_events = args.client_events;
     app.activity_timeout = Duration::from_secs(args.activity_timeout.max(1));
     app.max_connections = args.max_connections;
+    app.max_connections_per_address = args.max_connections_per_address;
+    app.trusted_proxies = args.trusted_proxies.clone();
+    app.max_channels_per_connection = args.max_channels_per_connection;
+    app.public_channels = args.public_channels;
     app.max_data_bytes = args.max_data_bytes;
     app.webhook_url = args.webhook_url.clone();
     app.webhook_leave_delay = Duration::from_secs_f64(args.webhook_leave_delay.max(0.0));

@@ -1,5 +1,7 @@
 //! Prometheus metrics: connections, channels, messages in and out, webhook
-//! failures, served as text at `/metrics`.
+//! failures, refusals, served as text at `/metrics`. No metric has a label:
+//! nothing a client sends (a channel name, an address) becomes a series, so
+//! clients cannot grow the registry.
 
 use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
@@ -21,6 +23,11 @@ pub struct Metrics {
     pub webhook_failures: IntCounter,
     /// Webhook requests sent (successful or not).
     pub webhook_requests: IntCounter,
+    /// Connections refused because their client address had its maximum open.
+    pub connections_refused_per_address: IntCounter,
+    /// Subscriptions refused by a limit: public channels turned off, or the
+    /// connection's maximum of channels.
+    pub subscriptions_refused: IntCounter,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -77,6 +84,16 @@ impl Metrics {
                 &registry,
                 "realtime_webhook_requests_total",
                 "Webhook requests sent",
+            ),
+            connections_refused_per_address: counter(
+                &registry,
+                "realtime_connections_refused_per_address_total",
+                "Connections refused because their client address had its maximum open",
+            ),
+            subscriptions_refused: counter(
+                &registry,
+                "realtime_subscriptions_refused_total",
+                "Subscriptions refused: public channels off, or the connection's maximum of channels",
             ),
             registry,
         }

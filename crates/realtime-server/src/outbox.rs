@@ -8,8 +8,9 @@
 //! second channel, sits between the push and the socket: on a 2-core machine
 //! each hop saved per delivery is CPU left for the deliveries still to make.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -162,6 +163,8 @@ pub struct OutboxReceiver {
     shared: Arc<Shared>,
     /// The open connection this reading end stands for, if counted.
     open: Option<OpenConnections>,
+    /// Its place among its client address's connections, if counted.
+    address: Option<AddressSlot>,
 }
 
 /// How many connections are open: one per counted outbox whose reading end
@@ -193,6 +196,83 @@ impl OpenConnections {
     }
 }
 
+/// Open connections by client address, counted like [`OpenConnections`]:
+/// a place is held by an [`AddressSlot`] until the connection's reading end
+/// is dropped. An address with no open connection has no entry, so the map
+/// never holds more entries than there are open connections.
+#[derive(Debug, Clone, Default)]
+pub struct AddressConnections(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl AddressConnections {
+    // A poisoned lock means a panic while holding it, which nothing here
+    // does; the counts are still counts, so carry on.
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What an address is counted as: itself for IPv4, its /64 for IPv6
+    /// (one host is usually given a whole /64, and could otherwise open
+    /// connections from as many addresses as it likes).
+    pub fn counted_as(address: IpAddr) -> IpAddr {
+        match address {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// A place for one more connection from `address`; `None` when `max`
+    /// are open from it already.
+    pub fn take(&self, address: IpAddr, max: usize) -> Option<AddressSlot> {
+        let key = Self::counted_as(address);
+        let mut counts = self.lock();
+        let open = counts.entry(key).or_insert(0);
+        if *open >= max {
+            if *open == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections open now from `address` (or its /64).
+    pub fn count(&self, address: IpAddr) -> usize {
+        let key = Self::counted_as(address);
+        self.lock().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Addresses with an open connection: the entries the map holds.
+    pub fn addresses(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// One connection's place among its address's; given back when dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    counts: AddressConnections,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(open) = counts.get_mut(&self.key) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// An outbox holding at most `capacity` frames (a close is always taken).
 pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
     let shared = Arc::new(Shared {
@@ -209,7 +289,11 @@ pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
         OutboxSender {
             shared: shared.clone(),
         },
-        OutboxReceiver { shared, open: None },
+        OutboxReceiver {
+            shared,
+            open: None,
+            address: None,
+        },
     )
 }
 
@@ -248,6 +332,12 @@ impl OutboxSender {
 }
 
 impl OutboxReceiver {
+    /// Keeps `slot` until this reading end is dropped, as its connection's
+    /// place among its address's.
+    pub fn hold_address(&mut self, slot: AddressSlot) {
+        self.address = Some(slot);
+    }
+
     /// Takes the next item if one is queued.
     pub fn try_recv(&mut self) -> Result<Outbound, TryRecvError> {
         let mut queue = self.shared.lock();

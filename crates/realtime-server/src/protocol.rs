@@ -35,6 +35,12 @@ pub mod code {
     pub const CLOSED_AFTER_INACTIVITY: u16 = 4202;
     /// Client event refused: over the rate limit.
     pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
+    /// Subscription refused: this server takes no public channels. The
+    /// connection stays open (4300–4399: errors that close nothing).
+    pub const PUBLIC_CHANNELS_DISABLED: u16 = 4302;
+    /// Subscription refused: the connection has its maximum of channels.
+    /// The connection stays open.
+    pub const TOO_MANY_CHANNELS: u16 = 4303;
 }
 
 /// A frame from a client. `data` is an object for `pusher:*` events and any

@@ -3,20 +3,25 @@
 //!
 //! Every change goes through [`App`]'s methods under one lock, so channel
 //! occupancy and presence membership are always consistent with each other;
-//! frames are serialised once and shared by every recipient.
+//! frames are serialised once and shared by every recipient. No call holds
+//! the lock for long: a leaving connection lets go of its channels a step at
+//! a time ([`LEAVE_STEP`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{hash_set, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 use bytestring::ByteString;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
 use serde_json::Value;
 
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::outbox::{
-    OpenConnections, Outbound, OutboxReceiver, OutboxSender, TextFrame, TrySendError,
+    AddressConnections, OpenConnections, Outbound, OutboxReceiver, OutboxSender, TextFrame,
+    TrySendError,
 };
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
@@ -24,6 +29,12 @@ use crate::webhooks::WebhookQueue;
 /// Frames waiting for one connection; a client that falls this far behind is
 /// disconnected rather than allowed to grow the server's memory.
 pub const OUTBOX_CAPACITY: usize = 512;
+
+/// Channels a leaving connection leaves per acquisition of the app's lock.
+/// Between steps the lock is free for everyone else, so a connection with
+/// many channels delays another client's call by one step at most (a few
+/// hundred microseconds), not by its whole teardown.
+pub const LEAVE_STEP: usize = 256;
 
 /// A presence member: one user, on one or more connections.
 #[derive(Debug, Clone)]
@@ -70,6 +81,37 @@ pub enum SubscribeError {
     UnknownConnection,
     /// The presence channel has its maximum of members.
     PresenceFull(usize),
+    /// The connection has its maximum of channels.
+    TooManyChannels(usize),
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The app has its `max_connections` open.
+    OverCapacity,
+    /// The client's address has its `max_connections_per_address` open.
+    TooManyFromAddress,
+}
+
+/// A connection already gone from its app but still among the subscribers
+/// of the channels it has not left yet (see [`App::begin_removal`]).
+#[derive(Debug)]
+pub struct Removal {
+    socket_id: Arc<str>,
+    channels: hash_set::IntoIter<Arc<str>>,
+}
+
+impl Removal {
+    /// Whether every channel was left.
+    pub fn is_done(&self) -> bool {
+        self.channels.len() == 0
+    }
+
+    /// Channels still to leave.
+    pub fn channels_left(&self) -> usize {
+        self.channels.len()
+    }
 }
 
 /// One app's live state.
@@ -79,9 +121,14 @@ pub struct App {
     state: RwLock<State>,
     /// Open sockets, registered or not: what `max_connections` limits.
     open: OpenConnections,
+    /// The same, by client address: what `max_connections_per_address` limits.
+    addresses: AddressConnections,
     next_socket: AtomicU64,
     metrics: Metrics,
     webhooks: Option<WebhookQueue>,
+    /// Called between the steps of a connection's teardown, lock released.
+    #[cfg(test)]
+    between_steps: std::sync::OnceLock<tests::StepHook>,
 }
 
 impl App {
@@ -91,9 +138,12 @@ impl App {
             config,
             state: RwLock::new(State::default()),
             open: OpenConnections::default(),
+            addresses: AddressConnections::default(),
             next_socket: AtomicU64::new(rand::random::<u32>() as u64),
             metrics,
             webhooks,
+            #[cfg(test)]
+            between_steps: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,14 +162,14 @@ impl App {
         &self.metrics
     }
 
-    // A poisoned lock means a panic elsewhere already; the state is still a
-    // set of maps, so carry on rather than take the whole server down.
+    // parking_lot's lock: no poisoning (a panic elsewhere leaves a set of
+    // maps, and the server carries on), and a fair unlock for teardown steps.
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.state.write()
     }
 
     fn webhook(&self, event: WebhookEvent) {
@@ -132,14 +182,39 @@ impl App {
         }
     }
 
-    /// Registers a new connection, or refuses it when the app is at capacity.
-    /// Capacity counts open connections: one removed from the app still
-    /// holds its place until its close was handed to actix, so clients that
-    /// stop reading cannot pile up sockets beyond `max_connections`.
+    /// Registers a new connection not counted against any address, or
+    /// refuses it when the app is at capacity (see [`App::connect_from`]).
     pub fn connect(&self) -> Option<(Arc<str>, OutboxReceiver)> {
-        let (outbox, receiver) = self
+        self.connect_from(None).ok()
+    }
+
+    /// Registers a new connection from a client `address`, or refuses it when
+    /// the app or that address is at capacity. Capacity counts open
+    /// connections: one removed from the app still holds its places until
+    /// its close was handed to actix, so clients that stop reading cannot
+    /// pile up sockets beyond `max_connections` or
+    /// `max_connections_per_address`.
+    pub fn connect_from(
+        &self,
+        address: Option<IpAddr>,
+    ) -> Result<(Arc<str>, OutboxReceiver), ConnectError> {
+        let slot = match address {
+            Some(address) => Some(
+                self.addresses
+                    .take(address, self.config.max_connections_per_address)
+                    .ok_or(ConnectError::TooManyFromAddress)
+                    .inspect_err(|_| self.metrics.connections_refused_per_address.inc())?,
+            ),
+            None => None,
+        };
+        // A refusal here drops `slot`, giving the address's place back.
+        let (outbox, mut receiver) = self
             .open
-            .outbox(OUTBOX_CAPACITY, self.config.max_connections)?;
+            .outbox(OUTBOX_CAPACITY, self.config.max_connections)
+            .ok_or(ConnectError::OverCapacity)?;
+        if let Some(slot) = slot {
+            receiver.hold_address(slot);
+        }
         let socket_id = self.new_socket_id();
         let mut state = self.write();
         state.connections.insert(
@@ -151,7 +226,19 @@ impl App {
             },
         );
         self.metrics.connections.set(state.connections.len() as i64);
-        Some((socket_id, receiver))
+        Ok((socket_id, receiver))
+    }
+
+    /// Connections open now from `address` (IPv6: from its /64), removed
+    /// or not: what `max_connections_per_address` limits.
+    pub fn open_connections_from(&self, address: IpAddr) -> usize {
+        self.addresses.count(address)
+    }
+
+    /// Client addresses with an open connection (the entries kept for
+    /// `max_connections_per_address`).
+    pub fn counted_addresses(&self) -> usize {
+        self.addresses.addresses()
     }
 
     fn new_socket_id(&self) -> Arc<str> {
@@ -206,21 +293,41 @@ impl App {
         self.remove(socket_id, None);
     }
 
+    /// Removes a connection in bounded steps on this thread (see
+    /// [`App::begin_removal`]).
     fn remove(&self, socket_id: &str, last: Option<Outbound>) {
+        let Some(mut removal) = self.begin_removal(socket_id, last) else {
+            return;
+        };
+        while !removal.is_done() {
+            #[cfg(test)]
+            if let Some(hook) = self.between_steps.get() {
+                (hook.0)(self);
+            }
+            self.continue_removal(&mut removal);
+        }
+    }
+
+    /// Starts removing a connection, as [`App::disconnect`] (no `last`) or
+    /// [`App::close`] do, and answers what is left to do, if it was there.
+    /// This first step takes it out of `connections` and its user's sockets
+    /// and finishes its outbox: from then on it receives nothing, and cannot
+    /// subscribe, sign in or relay. It also leaves its first [`LEAVE_STEP`]
+    /// channels; [`App::continue_removal`] leaves the rest, as many per call,
+    /// the lock released between calls. Each channel is left exactly as an
+    /// unsubscribe would (`member_removed` when its user's last connection
+    /// leaves, `channel_vacated` when its last subscriber does, once each).
+    pub fn begin_removal(&self, socket_id: &str, last: Option<Outbound>) -> Option<Removal> {
         let mut deliveries = Deliveries::default();
-        {
-            let mut state = self.write();
-            let Some(conn) = state.connections.remove(socket_id) else {
-                return;
-            };
+        let removal = {
+            let mut guard = self.write();
+            let state = &mut *guard;
+            let (socket_key, conn) = state.connections.remove_entry(socket_id)?;
             if let Some(last) = last {
                 // A close is taken whatever the outbox holds.
                 let _ = conn.outbox.try_send(last);
             }
             conn.outbox.finish();
-            for channel in &conn.channels {
-                self.leave(&mut state, socket_id, channel, &mut deliveries);
-            }
             if let Some(user_id) = &conn.user_id {
                 if let Some(sockets) = state.users.get_mut(user_id) {
                     sockets.remove(socket_id);
@@ -230,9 +337,49 @@ impl App {
                 }
             }
             self.metrics.connections.set(state.connections.len() as i64);
-            self.metrics.channels.set(state.channels.len() as i64);
-        }
+            let mut removal = Removal {
+                socket_id: socket_key,
+                channels: conn.channels.into_iter(),
+            };
+            self.leave_step(state, &mut removal, &mut deliveries);
+            if !removal.is_done() {
+                RwLockWriteGuard::unlock_fair(guard);
+            }
+            removal
+        };
         self.settle(deliveries);
+        Some(removal)
+    }
+
+    /// Leaves the next [`LEAVE_STEP`] channels of a removal, in one
+    /// acquisition of the lock.
+    pub fn continue_removal(&self, removal: &mut Removal) {
+        if removal.is_done() {
+            return;
+        }
+        let mut deliveries = Deliveries::default();
+        let mut state = self.write();
+        self.leave_step(&mut state, removal, &mut deliveries);
+        // A fair unlock hands the lock to whoever waits for it, if anyone,
+        // before the next step: otherwise this thread could take it back at
+        // once, step after step, and the others would still wait.
+        RwLockWriteGuard::unlock_fair(state);
+        self.settle(deliveries);
+    }
+
+    /// Finishes a removal on this thread.
+    pub fn finish_removal(&self, mut removal: Removal) {
+        while !removal.is_done() {
+            self.continue_removal(&mut removal);
+        }
+    }
+
+    /// Leaves the next [`LEAVE_STEP`] channels of a removed connection.
+    fn leave_step(&self, state: &mut State, removal: &mut Removal, deliveries: &mut Deliveries) {
+        for channel in removal.channels.by_ref().take(LEAVE_STEP) {
+            self.leave(state, &removal.socket_id, &channel, deliveries);
+        }
+        self.metrics.channels.set(state.channels.len() as i64);
     }
 
     /// Subscribes a connection to a channel. For presence channels, `member`
@@ -261,6 +408,16 @@ impl App {
                 drop(guard);
                 self.settle(deliveries);
                 return Ok(());
+            }
+            // The user channel joined by signin is not counted.
+            let subscribed = conn
+                .channels
+                .len()
+                .saturating_sub(usize::from(conn.user_id.is_some()));
+            if subscribed >= self.config.max_channels_per_connection {
+                return Err(SubscribeError::TooManyChannels(
+                    self.config.max_channels_per_connection,
+                ));
             }
             let channel_key: Arc<str> = match state.channels.get_key_value(channel) {
                 Some((key, _)) => key.clone(),
@@ -519,6 +676,11 @@ impl App {
     ) -> bool {
         let user_id = {
             let state = self.read();
+            // A connection being torn down is still among its channels'
+            // subscribers for a step or two, but no longer relays.
+            if !state.connections.contains_key(socket_id) {
+                return false;
+            }
             let Some(entry) = state.channels.get(channel) else {
                 return false;
             };
@@ -728,6 +890,189 @@ mod tests {
 
     fn member(id: &str) -> Option<(String, Option<Value>)> {
         Some((id.to_owned(), Some(json!({ "name": id }))))
+    }
+
+    /// What runs between the steps of a teardown (see `App::remove`).
+    pub(super) struct StepHook(pub(super) Box<dyn Fn(&App) + Send + Sync>);
+
+    impl std::fmt::Debug for StepHook {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("StepHook")
+        }
+    }
+
+    fn events(receiver: &mut OutboxReceiver, event: &str) -> usize {
+        drain(receiver)
+            .iter()
+            .filter(|o| matches!(o, Outbound::Frame(f) if f.text().contains(event)))
+            .count()
+    }
+
+    #[test]
+    fn a_connection_with_many_channels_leaves_them_in_steps_with_the_lock_free_between() {
+        let app = app_with(|c| c.max_channels_per_connection = usize::MAX);
+        let (leaving, mut rl) = app.connect().unwrap();
+        let (other, _ro) = app.connect().unwrap();
+        let (carol, mut rc) = app.connect().unwrap();
+        let count = 3 * LEAVE_STEP + 10;
+        for i in 0..count {
+            app.subscribe(&leaving, &format!("ch-{i}"), None).unwrap();
+            drain(&mut rl);
+        }
+        app.subscribe(&leaving, "presence-room", member("alice"))
+            .unwrap();
+        app.subscribe(&carol, "presence-room", member("carol"))
+            .unwrap();
+        app.sign_in(&leaving, "alice");
+        drain(&mut rc);
+
+        let steps = Arc::new(AtomicU64::new(0));
+        let seen = steps.clone();
+        let (leaving_id, other_id) = (leaving.to_string(), other.to_string());
+        app.between_steps
+            .set(StepHook(Box::new(move |app: &App| {
+                let step = seen.fetch_add(1, Ordering::SeqCst);
+                // The lock is free: anyone else's call goes through now.
+                assert!(app.state.try_write().is_some(), "lock held between steps");
+                app.subscribe(&other_id, &format!("other-{step}"), None)
+                    .unwrap();
+                // Already gone for everything but its channels' lists.
+                assert_eq!(
+                    app.subscribe(&leaving_id, "ch-new", None),
+                    Err(SubscribeError::UnknownConnection)
+                );
+                assert!(!app.sign_in(&leaving_id, "alice"));
+                assert_eq!(app.connection_count(), 2);
+                assert!(app.read().users.is_empty());
+                let still_listed = app
+                    .read()
+                    .channels
+                    .iter()
+                    .find(|(_, c)| c.subscribers.contains_key(leaving_id.as_str()))
+                    .map(|(name, _)| name.to_string())
+                    .unwrap();
+                let frame = protocol::frame("e", Some(&still_listed), "{}");
+                assert_eq!(
+                    app.publish(&still_listed, &frame, None),
+                    0,
+                    "it receives nothing"
+                );
+                assert!(!app.relay_client_event(
+                    &leaving_id,
+                    &still_listed,
+                    "client-x",
+                    &json!({})
+                ));
+            })))
+            .unwrap();
+
+        app.disconnect(&leaving);
+        let steps = steps.load(Ordering::SeqCst) as usize;
+        // count + 2 channels (presence, user), LEAVE_STEP per step.
+        assert_eq!(
+            steps + 1,
+            (count + 2).div_ceil(LEAVE_STEP),
+            "{steps} pauses"
+        );
+        let state = app.read();
+        assert!(!state.connections.contains_key(leaving.as_ref()));
+        let names: HashSet<&str> = state.channels.keys().map(|k| k.as_ref()).collect();
+        let mut expected: HashSet<String> = (0..steps).map(|s| format!("other-{s}")).collect();
+        expected.insert("presence-room".to_owned());
+        assert_eq!(names, expected.iter().map(|s| s.as_str()).collect());
+        assert_eq!(state.channels["presence-room"].members.len(), 1);
+        drop(state);
+        assert_eq!(events(&mut rc, "member_removed"), 1, "alice left once");
+        assert_eq!(app.metrics().channels.get(), (steps + 1) as i64);
+    }
+
+    #[test]
+    fn a_small_connection_is_removed_in_one_step() {
+        let app = app();
+        let (a, _ra) = app.connect().unwrap();
+        app.subscribe(&a, "news", None).unwrap();
+        app.between_steps
+            .set(StepHook(Box::new(|_: &App| panic!("no second step"))))
+            .unwrap();
+        app.disconnect(&a);
+        assert!(app.read().channels.is_empty());
+    }
+
+    #[test]
+    fn subscriptions_beyond_the_cap_are_refused_and_the_user_channel_is_not_counted() {
+        let app = app_with(|c| c.max_channels_per_connection = 2);
+        let (a, _ra) = app.connect().unwrap();
+        assert!(app.sign_in(&a, "42"));
+        app.subscribe(&a, "one", None).unwrap();
+        app.subscribe(&a, "two", None).unwrap();
+        assert_eq!(
+            app.subscribe(&a, "three", None),
+            Err(SubscribeError::TooManyChannels(2))
+        );
+        assert!(!app.read().channels.contains_key("three"), "nothing added");
+        // Subscribing again to one it has is no new channel.
+        app.subscribe(&a, "two", None).unwrap();
+        app.unsubscribe(&a, "one");
+        app.subscribe(&a, "three", None).unwrap();
+    }
+
+    #[test]
+    fn connections_per_address_are_capped_and_freed_when_their_socket_ends() {
+        let app = app_with(|c| c.max_connections_per_address = 2);
+        let here: IpAddr = "192.0.2.1".parse().unwrap();
+        let there: IpAddr = "192.0.2.2".parse().unwrap();
+        let (a, ra) = app.connect_from(Some(here)).unwrap();
+        let (_b, rb) = app.connect_from(Some(here)).unwrap();
+        assert_eq!(
+            app.connect_from(Some(here)).map(|_| ()),
+            Err(ConnectError::TooManyFromAddress)
+        );
+        assert_eq!(app.metrics().connections_refused_per_address.get(), 1);
+        assert!(app.connect_from(Some(there)).is_ok(), "another address");
+        assert!(
+            app.connect_from(None).is_ok(),
+            "an unknown address is not counted"
+        );
+        // Removed from the app, but its socket is still open: still counted.
+        app.close(&a, Outbound::Close(4009, "bye".into()));
+        assert!(app.connect_from(Some(here)).is_err());
+        drop(ra);
+        assert_eq!(app.open_connections_from(here), 1);
+        let (_c, rc) = app.connect_from(Some(here)).unwrap();
+        drop(rb);
+        drop(rc);
+        assert_eq!(app.open_connections_from(here), 0);
+        assert_eq!(
+            app.counted_addresses(),
+            0,
+            "no entry kept for an idle address"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let app = app_with(|c| c.max_connections_per_address = 1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = app.connect_from(Some(one)).unwrap();
+        assert!(app.connect_from(Some(same_64)).is_err());
+        assert!(app.connect_from(Some(other_64)).is_ok());
+    }
+
+    #[test]
+    fn a_connection_refused_for_capacity_gives_its_address_place_back() {
+        let app = app_with(|c| {
+            c.max_connections = 1;
+            c.max_connections_per_address = 5;
+        });
+        let here: IpAddr = "192.0.2.1".parse().unwrap();
+        let _a = app.connect_from(Some(here)).unwrap();
+        assert_eq!(
+            app.connect_from(Some(here)).map(|_| ()),
+            Err(ConnectError::OverCapacity)
+        );
+        assert_eq!(app.open_connections_from(here), 1);
     }
 
     #[test]

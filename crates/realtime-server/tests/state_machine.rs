@@ -1308,3 +1308,104 @@ fn subscription_succeeded_comes_before_any_event_of_the_channel() {
         "events of the channel arrived before pusher_internal:subscription_succeeded"
     );
 }
+
+// ---------------------------------------------------------------- limits
+
+/// The refusal of a limit: a coded `pusher:error` and the channel's
+/// `pusher:subscription_error`, nothing else; the connection stays open.
+fn assert_refused_by_limit(
+    client: &mut Client,
+    control: Control,
+    channel: &str,
+    code: u16,
+    status: u16,
+) {
+    assert_eq!(control, Control::Continue, "the connection stays open");
+    let frames = client.frames();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_error(&frames[0], Some(code));
+    assert_subscription_error(&frames[1], channel, status);
+}
+
+#[test]
+fn public_channels_are_refused_with_a_coded_error_when_turned_off_as_the_inbox_does() {
+    let app = app_with(|c| c.public_channels = false);
+    let mut client = Client::new(&app);
+    let control = client.subscribe_frame(json!({ "channel": "news" }));
+    assert_refused_by_limit(
+        &mut client,
+        control,
+        "news",
+        protocol::code::PUBLIC_CHANNELS_DISABLED,
+        403,
+    );
+    assert!(!app.is_subscribed(&client.socket_id, "news"));
+    assert_eq!(
+        app.channel_info("news").occupied,
+        Some(false),
+        "nothing kept"
+    );
+    assert_eq!(app.metrics().subscriptions_refused.get(), 1);
+    // The connection still works, and authorized channels are accepted.
+    client.subscribe_private("private-orders");
+    let member = client.subscribe_presence("presence-room", "alice", None);
+    assert_eq!(member["event"], "pusher_internal:subscription_succeeded");
+}
+
+#[test]
+fn public_channels_are_accepted_by_default_as_on_pusher() {
+    let app = app();
+    assert!(app.config().public_channels);
+    let mut client = Client::new(&app);
+    client.subscribe_public("news");
+}
+
+#[test]
+fn the_subscription_past_the_channel_cap_is_refused_and_the_others_are_kept() {
+    let app = app_with(|c| c.max_channels_per_connection = 3);
+    let mut client = Client::new(&app);
+    client.subscribe_public("one");
+    client.subscribe_private("private-two");
+    client.subscribe_presence("presence-three", "alice", None);
+    let control = client.subscribe_frame(json!({ "channel": "four" }));
+    assert_refused_by_limit(
+        &mut client,
+        control,
+        "four",
+        protocol::code::TOO_MANY_CHANNELS,
+        400,
+    );
+    assert_eq!(
+        app.channel_info("four").occupied,
+        Some(false),
+        "nothing added"
+    );
+    for channel in ["one", "private-two", "presence-three"] {
+        assert!(
+            app.is_subscribed(&client.socket_id, channel),
+            "{channel} kept"
+        );
+    }
+    assert_eq!(publish(&app, "one", "e", "{}"), 1);
+    client.frames();
+    // Leaving one makes room for another.
+    client.send(json!({ "event": "pusher:unsubscribe", "data": { "channel": "one" } }));
+    client.subscribe_public("four");
+}
+
+#[test]
+fn the_default_channel_cap_is_a_hundred() {
+    let app = app();
+    let mut client = Client::new(&app);
+    for i in 0..100 {
+        client.subscribe_public(&format!("ch-{i}"));
+    }
+    let control = client.subscribe_frame(json!({ "channel": "ch-100" }));
+    assert_refused_by_limit(
+        &mut client,
+        control,
+        "ch-100",
+        protocol::code::TOO_MANY_CHANNELS,
+        400,
+    );
+}

@@ -18,8 +18,10 @@ pub enum InboxChannel {
 
 impl InboxChannel {
     /// Reads a channel name; anything else is not a channel of the inbox.
+    /// Ids are canonical only (see [`canonical_id`]), so one channel has one
+    /// name: `private-user-0001` is not another name of `private-user-1`.
     pub fn parse(name: &str) -> Option<Self> {
-        let id = |rest: &str| rest.parse::<i64>().ok().filter(|id| *id > 0);
+        let id = canonical_id;
         if let Some(rest) = name.strip_prefix("private-encrypted-contact-") {
             return id(rest).map(InboxChannel::EncryptedContactEvents);
         }
@@ -34,6 +36,18 @@ impl InboxChannel {
         }
         None
     }
+}
+
+/// A positive id written the one way ids are written in channel names:
+/// ASCII digits, the first not `0`, no sign, no space, within `i64`.
+/// (`str::parse` would also take `+1` and `0001`: names the server would
+/// hold as channels apart from `…-1`, all authorized for the same id.)
+pub fn canonical_id(text: &str) -> Option<i64> {
+    let digits = text.as_bytes();
+    if digits.first().is_none_or(|d| *d == b'0') || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.parse::<i64>().ok()
 }
 
 /// The channel of a contact's events.
@@ -54,6 +68,29 @@ pub fn user_channel(user_id: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_ids_are_digits_without_leading_zeros_sign_or_space() {
+        assert_eq!(canonical_id("1"), Some(1));
+        assert_eq!(canonical_id("10"), Some(10));
+        assert_eq!(canonical_id("9223372036854775807"), Some(i64::MAX));
+        for other in [
+            "",
+            "0",
+            "00",
+            "01",
+            "0001",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1_0",
+            "١",
+            "9223372036854775808",
+        ] {
+            assert_eq!(canonical_id(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn only_the_inbox_channels_parse() {
@@ -78,6 +115,14 @@ mod tests {
             "presence-user-1",
             "contact-1",
             "private-user-99999999999999999999",
+            "private-user-0001",
+            "private-user-01",
+            "private-contact-+1",
+            "presence-contact-01",
+            "private-encrypted-contact-007",
+            "private-contact- 1",
+            "private-contact-1 ",
+            "private-contact-١",
         ] {
             assert_eq!(InboxChannel::parse(other), None, "{other}");
         }

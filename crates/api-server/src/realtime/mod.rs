@@ -162,6 +162,17 @@ impl Realtime {
         }
         let mut app_config = AppConfig::new(credentials.clone());
         app_config.client_events = true;
+        // The inbox's channels are all private or presence: a public one
+        // would only let anyone holding the public key make the server keep
+        // state.
+        app_config.public_channels = config.embedded_public_channels;
+        app_config.trusted_proxies = config.trusted_proxies.clone();
+        if let Some(max) = config.realtime_max_channels_per_connection {
+            app_config.max_channels_per_connection = max;
+        }
+        if let Some(max) = config.realtime_max_connections_per_address {
+            app_config.max_connections_per_address = max;
+        }
         let server = web::Data::new(Server::new(vec![app_config]));
         let app = server
             .app_by_id(credentials.app_id())
