@@ -25,9 +25,6 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Every seeded user's password.
 pub const PASSWORD: &str = "correct-horse-42";
-/// How many logins `spawn_app` makes (they count in the login rate limit).
-pub const SPAWN_LOGINS: usize = 3;
-
 /// Runs each named `async fn name(backend: Backend)` once on SQLite and once
 /// on PostgreSQL (the latter passes silently when `POSTGRES_TEST_URL` is
 /// unset): `name::sqlite` and `name::postgres`.
@@ -327,6 +324,9 @@ pub async fn spawn_instance(
     actix_web::rt::spawn(server);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        // The server closes a connection idle for its keep-alive (5 s); a
+        // test that blocks longer must not reuse one it may be closing.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("an HTTP client");
     let address = format!("http://127.0.0.1:{port}");
