@@ -68,16 +68,19 @@ impl Drop for Cases {
     }
 }
 
-
 /// Text around the rules' edges: valid names of every kind and length,
 /// valid names with a character changed or added, and any text.
 fn name() -> impl Strategy<Value = String> {
     let prefix = prop_oneof![
-        Just(""), Just("private-"), Just("private-encrypted-"), Just("presence-"),
-        Just("#server-to-user-"), Just("#"), Just("private"),
+        Just(""),
+        Just("private-"),
+        Just("private-encrypted-"),
+        Just("presence-"),
+        Just("#server-to-user-"),
+        Just("#"),
+        Just("private"),
     ];
-    let valid = (prefix, "[-a-zA-Z0-9_=@,.;]{0,170}")
-        .prop_map(|(p, rest)| format!("{p}{rest}"));
+    let valid = (prefix, "[-a-zA-Z0-9_=@,.;]{0,170}").prop_map(|(p, rest)| format!("{p}{rest}"));
     prop_oneof![
         4 => valid.clone(),
         2 => (valid, any::<usize>(), "\\PC").prop_map(|(name, at, c)| {

@@ -97,7 +97,12 @@ fn text() -> impl Strategy<Value = String> {
 
 fn channel() -> impl Strategy<Value = String> {
     (
-        prop_oneof![Just(""), Just("private-"), Just("presence-"), Just("private-encrypted-")],
+        prop_oneof![
+            Just(""),
+            Just("private-"),
+            Just("presence-"),
+            Just("private-encrypted-")
+        ],
         "[-a-z0-9_]{0,20}",
     )
         .prop_map(|(p, rest)| format!("{p}{rest}"))
@@ -108,15 +113,32 @@ fn event() -> impl Strategy<Value = WebhookEvent> {
     prop_oneof![
         channel().prop_map(|channel| WebhookEvent::ChannelOccupied { channel }),
         channel().prop_map(|channel| WebhookEvent::ChannelVacated { channel }),
-        (channel(), text()).prop_map(|(channel, user_id)| WebhookEvent::MemberAdded { channel, user_id }),
-        (channel(), text()).prop_map(|(channel, user_id)| WebhookEvent::MemberRemoved { channel, user_id }),
-        (channel(), text(), "\\PC{0,60}", proptest::option::of(text()), proptest::option::of(text()))
-            .prop_map(|(channel, event, data, socket_id, user_id)| WebhookEvent::ClientEvent {
-                channel, event, data, socket_id, user_id,
+        (channel(), text())
+            .prop_map(|(channel, user_id)| WebhookEvent::MemberAdded { channel, user_id }),
+        (channel(), text())
+            .prop_map(|(channel, user_id)| WebhookEvent::MemberRemoved { channel, user_id }),
+        (
+            channel(),
+            text(),
+            "\\PC{0,60}",
+            proptest::option::of(text()),
+            proptest::option::of(text())
+        )
+            .prop_map(|(channel, event, data, socket_id, user_id)| {
+                WebhookEvent::ClientEvent {
+                    channel,
+                    event,
+                    data,
+                    socket_id,
+                    user_id,
+                }
             }),
         channel().prop_map(|channel| WebhookEvent::CacheMiss { channel }),
         (channel(), any::<u64>()).prop_map(|(channel, subscription_count)| {
-            WebhookEvent::SubscriptionCount { channel, subscription_count }
+            WebhookEvent::SubscriptionCount {
+                channel,
+                subscription_count,
+            }
         }),
     ]
 }
@@ -136,22 +158,33 @@ fn json_value() -> impl Strategy<Value = Value> {
         (-1e20f64..1e20).prop_map(Value::from),
         text().prop_map(Value::from),
         prop_oneof![
-            Just("channel_occupied"), Just("client_event"), Just("member_added"),
-            Just("subscription_count"), Just("from_the_future"),
-        ].prop_map(Value::from),
+            Just("channel_occupied"),
+            Just("client_event"),
+            Just("member_added"),
+            Just("subscription_count"),
+            Just("from_the_future"),
+        ]
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 40, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(
                 prop_oneof![
-                    Just("name".to_owned()), Just("channel".to_owned()), Just("events".to_owned()),
-                    Just("time_ms".to_owned()), Just("user_id".to_owned()), Just("data".to_owned()),
-                    Just("event".to_owned()), Just("subscription_count".to_owned()), text(),
+                    Just("name".to_owned()),
+                    Just("channel".to_owned()),
+                    Just("events".to_owned()),
+                    Just("time_ms".to_owned()),
+                    Just("user_id".to_owned()),
+                    Just("data".to_owned()),
+                    Just("event".to_owned()),
+                    Just("subscription_count".to_owned()),
+                    text(),
                 ],
                 inner,
                 0..6,
-            ).prop_map(|m| Value::Object(m.into_iter().collect())),
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
