@@ -155,15 +155,21 @@ fn ids_and_inbox_channels_parse_strictly() {
 /// Form fields as Twilio posts them, and anything else.
 fn form() -> impl Strategy<Value = Vec<(String, String)>> {
     let name = prop_oneof![
-        Just("MessageSid".to_owned()), Just("From".to_owned()), Just("To".to_owned()),
-        Just("Body".to_owned()), Just("NumMedia".to_owned()),
+        Just("MessageSid".to_owned()),
+        Just("From".to_owned()),
+        Just("To".to_owned()),
+        Just("Body".to_owned()),
+        Just("NumMedia".to_owned()),
         (0u32..12).prop_map(|i| format!("MediaUrl{i}")),
         (0u32..12).prop_map(|i| format!("MediaContentType{i}")),
         "\\PC{0,10}",
     ];
     let value = prop_oneof![
-        "[0-9]{0,3}", Just("18446744073709551616".to_owned()), Just("-1".to_owned()),
-        "https://api\\.twilio\\.com/[a-z0-9/]{0,20}", "\\PC{0,40}",
+        "[0-9]{0,3}",
+        Just("18446744073709551616".to_owned()),
+        Just("-1".to_owned()),
+        "https://api\\.twilio\\.com/[a-z0-9/]{0,20}",
+        "\\PC{0,40}",
     ];
     proptest::collection::vec((name, value), 0..14)
 }
@@ -270,9 +276,19 @@ fn error_shape(e: &api_server::error::AppError) -> Result<String, TestCaseError>
     let response = e.error_response();
     prop_assert!(response.status().is_client_error(), "{}", response.status());
     let body = response.into_body().try_into_bytes().unwrap_or_default();
-    let value: Value = serde_json::from_slice(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let message = value["error"]["message"].as_str().unwrap_or_default().to_owned();
-    prop_assert!(value["error"]["code"].as_str().is_some_and(|c| !c.is_empty()), "{}", value);
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let message = value["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    prop_assert!(
+        value["error"]["code"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{}",
+        value
+    );
     prop_assert!(!message.is_empty(), "{}", value);
     Ok(message)
 }

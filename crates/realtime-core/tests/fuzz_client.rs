@@ -143,13 +143,19 @@ fn json_value() -> impl Strategy<Value = Value> {
             proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             proptest::collection::btree_map(
                 prop_oneof![
-                    Just("channels".to_owned()), Just("batch".to_owned()), Just("users".to_owned()),
-                    Just("id".to_owned()), Just("occupied".to_owned()), Just("user_count".to_owned()),
-                    Just("subscription_count".to_owned()), "\\PC{0,6}",
+                    Just("channels".to_owned()),
+                    Just("batch".to_owned()),
+                    Just("users".to_owned()),
+                    Just("id".to_owned()),
+                    Just("occupied".to_owned()),
+                    Just("user_count".to_owned()),
+                    Just("subscription_count".to_owned()),
+                    "\\PC{0,6}",
                 ],
                 inner,
                 0..5,
-            ).prop_map(|m| Value::Object(m.into_iter().collect())),
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
