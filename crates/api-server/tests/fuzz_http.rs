@@ -10,8 +10,8 @@
 //! webhooks are never refused for their signature, unsigned ones always
 //! are; a page holds at most the `limit` asked for (50 by default).
 //!
-//! Cases per property: `PROPTEST_CASES` (default 64 here: each case is a
-//! request and some write to the database); `scripts/fuzz` runs 100,000.
+//! Cases per property: `PROPTEST_CASES` (default 256); `scripts/fuzz` runs
+//! 100,000.
 //! A failing case is saved in `fuzz_http.proptest-regressions` beside this
 //! file and replayed first on every later run.
 
@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise (the
 /// `proptest!` macro reads it over this value).
-const CASES: u32 = 64;
+const CASES: u32 = 256;
 
 const TWILIO_TOKEN: &str = "twilio-token-for-fuzzing";
 const TEAM_NUMBER: &str = "+14155550100";

@@ -191,7 +191,7 @@ fn event(batch: bool) -> impl Strategy<Value = Value> {
     ];
     let channels = prop_oneof![
         4 => proptest::collection::vec(channel(), 0..4)
-            .prop_map(|c| Value::from(c)),
+            .prop_map(Value::from),
         1 => (99usize..103).prop_map(|n| Value::from(vec!["a"; n])),
         1 => json_value(),
     ];
