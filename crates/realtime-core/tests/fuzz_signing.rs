@@ -251,7 +251,8 @@ fn urls_give_back_their_parts() {
     proptest!(config(), |(
         key in "\\PC{1,20}",
         secret in "\\PC{1,30}",
-        host in "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}",
+        host in "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}"
+            .prop_filter("a host name (not `xn--` without punycode)", |h| url::Host::parse(h).is_ok()),
         port in proptest::option::of(1u16..),
         app_id in "[A-Za-z0-9]{1,10}",
         tls in any::<bool>(),
