@@ -287,6 +287,9 @@ impl Config {
 }
 
 fn percent_decode(s: &str) -> String {
+    // In user info `+` and `&` stand for themselves (RFC 3986), not for a
+    // space and a separator as in a form.
+    let s = s.replace('+', "%2B").replace('&', "%26");
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

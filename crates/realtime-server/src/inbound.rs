@@ -11,6 +11,9 @@ use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_core::Stream;
 
+/// The longest WebSocket frame header: 2 bytes, a 64-bit length and a mask.
+const MAX_FRAME_HEADER: usize = 14;
+
 /// One message from the client.
 #[derive(Debug, PartialEq)]
 pub enum Received {
@@ -103,7 +106,17 @@ where
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, InboundError>>> {
         loop {
-            match self.decoded() {
+            let decoded = match self.decoded() {
+                // What is left is the start of one frame. The codec waits for
+                // a frame's whole declared length before it checks it against
+                // the limit, so a frame over the limit is refused here, before
+                // it is buffered.
+                Ok(None) if self.buf.len() > self.max_message + MAX_FRAME_HEADER => {
+                    Err(InboundError::TooLarge)
+                }
+                other => other,
+            };
+            match decoded {
                 Ok(Some(received)) => return Poll::Ready(Some(Ok(received))),
                 Ok(None) => {}
                 Err(e) => {

@@ -133,7 +133,13 @@ impl Server {
                         .route(
                             "/users/{user_id}/terminate_connections",
                             web::post().to(http_api::terminate_user_connections),
-                        ),
+                        )
+                        // Anything else under an app says so, as every other refusal does.
+                        .default_service(web::to(|| async {
+                            HttpResponse::NotFound()
+                                .content_type("text/plain; charset=utf-8")
+                                .body("Not found\n")
+                        })),
                 );
         }
     }
