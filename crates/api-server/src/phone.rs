@@ -25,13 +25,31 @@ impl PhoneNumber {
         if !phonenumber::is_valid(&parsed) {
             return None;
         }
-        Some(PhoneNumber(parsed.format().mode(Mode::E164).to_string()))
+        let e164 = parsed.format().mode(Mode::E164).to_string();
+        // libphonenumber rewrites some numbers (it takes digits for a national
+        // prefix and drops them: `+321110000000` became `+3210000000`). A
+        // number stored under other digits would thread one person's texts
+        // with another's, so a number written with its country code must keep
+        // its digits, and every number must read back as itself.
+        if input.starts_with('+') && digits(input) != e164[1..] {
+            return None;
+        }
+        let again = phonenumber::parse(None, &e164).ok()?;
+        if !phonenumber::is_valid(&again) || again.format().mode(Mode::E164).to_string() != e164 {
+            return None;
+        }
+        Some(PhoneNumber(e164))
     }
 
     /// The E.164 text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The digits of `text`, in order.
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
 }
 
 impl fmt::Display for PhoneNumber {
@@ -58,6 +76,8 @@ mod tests {
             PhoneNumber::parse("+44 20 7946 0958").unwrap().as_str(),
             "+442079460958"
         );
+        // Read by libphonenumber as another number: refused, not rewritten.
+        assert!(PhoneNumber::parse("+321110000000").is_none());
         for bad in ["", "hello", "+1", "123", "+1 415 555 26711234567"] {
             assert!(PhoneNumber::parse(bad).is_none(), "{bad}");
         }

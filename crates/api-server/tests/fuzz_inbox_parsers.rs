@@ -5,8 +5,8 @@
 //! channel names of the inbox (`realtime/channels.rs`) and ids.
 //!
 //! Properties: no panic; a phone number parses to `+` and digits (at most
-//! 17: libphonenumber accepts some longer than E.164's 15); (ignored until
-//! fixed: and parses again to itself); a stored number is never longer
+//! 17: libphonenumber accepts some longer than E.164's 15) and parses again
+//! to itself; a stored number is never longer
 //! than the input; a Twilio signature made for a request verifies, with or
 //! without the URL's default port, and a changed one does not; MMS
 //! attachments are at most 10; a refused auth body says why.
@@ -295,12 +295,10 @@ fn error_shape(e: &api_server::error::AppError) -> Result<String, TestCaseError>
 }
 
 /// A number parsed must parse again to itself: the E.164 text is what is
-/// stored and what replies go to. Ignored until fixed: `phonenumber` reads
-/// `+321110000000` as `+3210000000` (a different number, which itself is
-/// not valid), so an inbound SMS from such a number is stored under another
-/// one.
+/// stored and what replies go to. `phonenumber` reads `+321110000000` as
+/// `+3210000000` (a different number, which itself is not valid); such a
+/// number is refused rather than stored under another one.
 #[test]
-#[ignore = "PhoneNumber::parse(\"+321110000000\") gives \"+3210000000\", another number, which does not parse"]
 fn phone_numbers_parse_again_to_themselves() {
     let raw = "+321110000000";
     let parsed = PhoneNumber::parse(raw).map(|p| p.as_str().to_owned());
