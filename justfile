@@ -37,3 +37,19 @@ lint:
 # The fault suite: kill -9 under load, PostgreSQL restarted, a full disk, realtime restarted, hostile clients.
 faults *scenario:
     scripts/faults {{scenario}}
+
+# Every fuzz target at 100,000 cases in release mode (minutes; not run by CI).
+fuzz:
+    scripts/fuzz
+
+# api-server's sends and inbound webhooks under load, next to the insert floor.
+bench-api:
+    scripts/bench-api
+
+# GET /api/me p99 with and without a flood of wrong-password logins.
+bench-login:
+    scripts/bench-login
+
+# Another client's subscribe latency while a 10,000-channel connection leaves.
+bench-teardown:
+    scripts/bench-teardown
