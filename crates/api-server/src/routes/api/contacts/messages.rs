@@ -3,7 +3,6 @@
 //! `before` (or the newest of all), oldest first.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
@@ -12,14 +11,7 @@ use crate::error::AppError;
 use crate::models::contact::Contact;
 use crate::models::message::{Message, MessageView};
 use crate::models::parse_id;
-use crate::routes::api::path_id;
-
-/// Paging parameters.
-#[derive(Deserialize)]
-pub struct Page {
-    limit: Option<String>,
-    before: Option<String>,
-}
+use crate::routes::api::{path_id, Page};
 
 /// Handles the request.
 pub async fn handler(
@@ -29,22 +21,8 @@ pub async fn handler(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&id, "contact")?;
-    let limit = match page.limit.as_deref() {
-        None | Some("") => 50,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                AppError::bad_request("invalid_limit", "limit must be a number from 1 to 100")
-            })?,
-    };
-    let before = match page.before.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(parse_id(raw).ok_or_else(|| {
-            AppError::bad_request("invalid_before", "before must be a message id")
-        })?),
-    };
+    let limit = page.limit(50, 100)?;
+    let before = page.before(parse_id, "a message id")?;
     let team_id = auth.team_id();
     let messages = state
         .db(move |conn| {
