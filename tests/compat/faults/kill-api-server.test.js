@@ -7,21 +7,11 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { Inbox, RealtimeWitness, checkBooks, eventually, freshPostgresDatabase, startTwilio, steadyLoad } = require('./lib');
+const { checkBooks, eventually, freshPostgresDatabase, startRig, steadyLoad } = require('./lib');
 
 async function killUnderLoad(t, databaseUrl) {
-  const fake = await startTwilio();
   // Twilio answers slowly, so some sends are in flight at Twilio when the process dies.
-  fake.succeed({ delayMs: 150 });
-  const witness = await RealtimeWitness.start([1, 2, 3]);
-  const inbox = await Inbox.create({ databaseUrl, env: { ...fake.env, ...witness.pusherEnv() } });
-  t.after(async () => {
-    await inbox.destroy();
-    await witness.stop();
-    await fake.stop();
-  });
-  await inbox.start();
-  const token = await inbox.login();
+  const { fake, witness, inbox, token } = await startRig(t, { databaseUrl, twilio: (fake) => fake.succeed({ delayMs: 150 }) });
   const load = steadyLoad(inbox, { token, authToken: fake.authToken, intervalMs: 40, label: 'kill' });
   for (let round = 0; round < 2; round++) {
     // Kill once writes and Twilio calls are under way.

@@ -309,6 +309,27 @@ async function startTwilio() {
 }
 
 /**
+ * What the books are checked against, started and logged in: a fake Twilio, a realtime
+ * witness on contacts 1..3 and an api-server on `databaseUrl` (SQLite when unset) pointed
+ * at both; all stopped when the test `t` ends. `twilio(fake)` may set how Twilio answers
+ * before anything is sent.
+ */
+async function startRig(t, { databaseUrl, twilio: configure } = {}) {
+  const fake = await startTwilio();
+  if (configure) configure(fake);
+  const witness = await RealtimeWitness.start([1, 2, 3]);
+  const inbox = await Inbox.create({ databaseUrl, env: { ...fake.env, ...witness.pusherEnv() } });
+  t.after(async () => {
+    await inbox.destroy();
+    await witness.stop();
+    await fake.stop();
+  });
+  await inbox.start();
+  const token = await inbox.login();
+  return { fake, witness, inbox, token };
+}
+
+/**
  * A steady load against `inbox`: every `intervalMs`, one send (a unique body and
  * Idempotency-Key) and one signed inbound SMS (a unique MessageSid), without waiting
  * for earlier answers. Every request and its answer is recorded; `stop()` ends the load
@@ -431,6 +452,7 @@ module.exports = {
   checkBooks,
   eventually,
   freshPostgresDatabase,
+  startRig,
   startTwilio,
   steadyLoad,
   sleep,

@@ -13,7 +13,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../lib/server');
-const { Inbox, RealtimeWitness, checkBooks, eventually, startTwilio, steadyLoad, sleep } = require('./lib');
+const { checkBooks, eventually, startRig, steadyLoad, sleep } = require('./lib');
 
 function postgresBin() {
   try {
@@ -61,16 +61,7 @@ const bin = postgresBin();
 test('PostgreSQL restarted under load: fast 503s while down, recovery by itself, nothing lost', { timeout: 300000, skip: !bin && 'no PostgreSQL server binaries (pg_ctl, initdb) on this machine' }, async (t) => {
   const pg = await ownPostgres(bin);
   t.after(() => pg.destroy());
-  const fake = await startTwilio();
-  const witness = await RealtimeWitness.start([1, 2, 3]);
-  const inbox = await Inbox.create({ databaseUrl: pg.url, env: { ...fake.env, ...witness.pusherEnv() } });
-  t.after(async () => {
-    await inbox.destroy();
-    await witness.stop();
-    await fake.stop();
-  });
-  await inbox.start();
-  const token = await inbox.login();
+  const { fake, witness, inbox, token } = await startRig(t, { databaseUrl: pg.url });
   const load = steadyLoad(inbox, { token, authToken: fake.authToken, intervalMs: 50, label: 'pg' });
   await eventually(() => load.sends.filter((s) => s.status === 201).length >= 20, 30000, '20 accepted sends');
 
