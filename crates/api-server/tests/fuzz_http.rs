@@ -18,69 +18,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../realtime-core/tests/support/fuzz.rs"]
+mod fuzz;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test as actix_test, web, App};
 use api_server::twilio::signature::expected_signature;
 use common::{Backend, Options, TestApp};
+use fuzz::{config, percent_encode, Cases};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use realtime_core::webhook::sign_webhook;
 use serde_json::{json, Value};
 
-/// Cases per property unless `PROPTEST_CASES` says otherwise (the
-/// `proptest!` macro reads it over this value).
-const CASES: u32 = 256;
-
 const TWILIO_TOKEN: &str = "twilio-token-for-fuzzing";
 const TEAM_NUMBER: &str = "+14155550100";
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: CASES,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    }
-}
-
-/// Counts a property's cases and prints the count and time when done
-/// (`scripts/fuzz` collects these lines).
-struct Cases {
-    name: &'static str,
-    count: Cell<u64>,
-    started: Instant,
-}
-
-impl Cases {
-    fn new(name: &'static str) -> Self {
-        Cases {
-            name,
-            count: Cell::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    fn hit(&self) {
-        self.count.set(self.count.get() + 1);
-    }
-}
-
-impl Drop for Cases {
-    fn drop(&mut self) {
-        eprintln!(
-            "fuzz {}: {} cases in {:.2} s",
-            self.name,
-            self.count.get(),
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
 
 /// A running instance (for its state and seeded users) and the app's
 /// routes mounted in-process with the same extractor settings.
@@ -159,19 +113,6 @@ fn check_answer(status: u16, body: &Value) -> Result<(), TestCaseError> {
         );
     }
     Ok(())
-}
-
-/// Percent-encodes every byte but the unreserved ones.
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -310,7 +251,7 @@ fn webhooks_are_checked_and_read_safely() {
     // Both paths were taken: webhooks read and webhooks refused.
     let seen = seen.into_inner();
     eprintln!("fuzz http_webhooks: answers by status {seen:?}");
-    if cases.count.get() >= 64 {
+    if cases.count() >= 64 {
         assert!(
             seen.keys().any(|s| *s < 300) && seen.keys().any(|s| *s >= 400),
             "{seen:?}"
@@ -345,18 +286,18 @@ fn auth_bodies_and_paging_parameters_are_checked_safely() {
         cases.hit();
         let mut query: Vec<String> = Vec::new();
         if let Some(limit) = &limit {
-            query.push(format!("limit={}", encode(limit)));
+            query.push(format!("limit={}", percent_encode(limit)));
         }
         if let Some(before) = &before {
-            query.push(format!("before={}", encode(before)));
+            query.push(format!("before={}", percent_encode(before)));
         }
         if let Some(raw) = &raw_query {
-            query.push(encode(raw).replace("%3D", "=").replace("%26", "&"));
+            query.push(percent_encode(raw).replace("%3D", "=").replace("%26", "&"));
         }
         let query = query.join("&");
         let req = match which {
             0 => actix_test::TestRequest::get()
-                .uri(&format!("/api/contacts/{}/messages?{query}", encode(&contact_id))),
+                .uri(&format!("/api/contacts/{}/messages?{query}", percent_encode(&contact_id))),
             1 => actix_test::TestRequest::get().uri(&format!("/api/contacts?{query}")),
             _ => {
                 let body = if use_raw {
@@ -397,7 +338,7 @@ fn auth_bodies_and_paging_parameters_are_checked_safely() {
     // Every route answered, and every route refused too.
     let seen = seen.into_inner();
     eprintln!("fuzz http_auth_and_paging: answers by (route, status) {seen:?}");
-    if cases.count.get() >= 64 {
+    if cases.count() >= 64 {
         for which in 0..3 {
             assert!(
                 seen.keys().any(|(w, s)| *w == which && *s == 200),

@@ -15,63 +15,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
-use std::time::Instant;
+#[path = "support/fuzz.rs"]
+mod fuzz;
 
+use fuzz::{config, Cases};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use realtime_core::crypto::{self, MasterKey};
 use realtime_core::signing::Secret;
 use realtime_core::webhook::sign_webhook;
 use realtime_core::{Webhook, WebhookError, WebhookEvent, WebhookVerifier};
 use serde_json::{json, Value};
-
-/// Cases per property unless `PROPTEST_CASES` says otherwise (the
-/// `proptest!` macro reads it over this value).
-const CASES: u32 = 256;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: CASES,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    }
-}
-
-/// Counts a property's cases and prints the count and time when done
-/// (`scripts/fuzz` collects these lines).
-struct Cases {
-    name: &'static str,
-    count: Cell<u64>,
-    started: Instant,
-}
-
-impl Cases {
-    fn new(name: &'static str) -> Self {
-        Cases {
-            name,
-            count: Cell::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    fn hit(&self) {
-        self.count.set(self.count.get() + 1);
-    }
-}
-
-impl Drop for Cases {
-    fn drop(&mut self) {
-        eprintln!(
-            "fuzz {}: {} cases in {:.2} s",
-            self.name,
-            self.count.get(),
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
 
 const KEY: &str = "webhook-key";
 const SECRET: &str = "webhook-secret";

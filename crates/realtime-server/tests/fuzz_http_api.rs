@@ -14,86 +14,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../realtime-core/tests/support/fuzz.rs"]
+mod fuzz;
 
-use std::cell::Cell;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test as actix_test, web, App};
 use common::{credentials, APP_ID, KEY};
+use fuzz::{config, percent_encode, Cases};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use realtime_core::signing::sign_request;
 use realtime_server::{AppConfig, Server};
 use serde_json::{json, Map, Value};
-
-/// Cases per property unless `PROPTEST_CASES` says otherwise (the
-/// `proptest!` macro reads it over this value).
-const CASES: u32 = 256;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: CASES,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    }
-}
-
-/// Counts a property's cases and prints the count and time when done
-/// (`scripts/fuzz` collects these lines).
-struct Cases {
-    name: &'static str,
-    count: Cell<u64>,
-    started: Instant,
-}
-
-impl Cases {
-    fn new(name: &'static str) -> Self {
-        Cases {
-            name,
-            count: Cell::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    fn hit(&self) {
-        self.count.set(self.count.get() + 1);
-    }
-}
-
-impl Drop for Cases {
-    fn drop(&mut self) {
-        eprintln!(
-            "fuzz {}: {} cases in {:.2} s",
-            self.name,
-            self.count.get(),
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// Percent-encodes every byte but the unreserved ones, so any text fits a
-/// URI.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// The query string of a request to `path` signed now, with `params`
@@ -130,7 +70,7 @@ fn signed_query(method: &str, path: &str, params: &[(String, String)], body: &st
     all.extend(params.iter().cloned());
     all.push(("auth_signature".into(), signature));
     all.iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -319,7 +259,7 @@ fn request() -> impl Strategy<Value = Request> {
                 method: "GET",
                 path: format!(
                     "/apps/{APP_ID}/channels/{}{}",
-                    encode(&channel),
+                    percent_encode(&channel),
                     if users { "/users" } else { "" }
                 ),
                 params: info.map(|i| ("info".to_owned(), i)).into_iter().collect(),
@@ -328,7 +268,7 @@ fn request() -> impl Strategy<Value = Request> {
         1 => ("\\PC{0,40}", prop_oneof![Just("{}".to_owned()), "\\PC{0,20}"])
             .prop_map(|(user, body)| Request {
                 method: "POST",
-                path: format!("/apps/{APP_ID}/users/{}/terminate_connections", encode(&user)),
+                path: format!("/apps/{APP_ID}/users/{}/terminate_connections", percent_encode(&user)),
                 params: vec![],
                 body,
             }),
@@ -487,8 +427,8 @@ fn any_request_is_answered_safely() {
         ],
     )| {
         cases.hit();
-        let path = format!("/apps/{}/{}", encode(&app), tail.split('/').map(encode).collect::<Vec<_>>().join("/"));
-        let uri = format!("{path}?{}", encode(&query).replace("%3D", "=").replace("%26", "&"));
+        let path = format!("/apps/{}/{}", percent_encode(&app), tail.split('/').map(percent_encode).collect::<Vec<_>>().join("/"));
+        let uri = format!("{path}?{}", percent_encode(&query).replace("%3D", "=").replace("%26", "&"));
         let sent = uri.len() + body.len();
         let (status, answer) = send(&system, &srv, method, &uri, body);
         check_answer(status, &answer, sent)?;

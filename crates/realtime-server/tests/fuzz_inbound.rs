@@ -16,69 +16,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../realtime-core/tests/support/fuzz.rs"]
+mod fuzz;
+
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use actix_codec::Encoder;
 use actix_http::error::PayloadError;
 use actix_http::ws::{CloseCode, CloseReason, Codec, Item, Message};
 use actix_web::web::{Bytes, BytesMut};
 use futures_core::Stream;
+use fuzz::{config, Cases};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use realtime_server::inbound::{Inbound, InboundError, Received};
-
-/// Cases per property unless `PROPTEST_CASES` says otherwise (the
-/// `proptest!` macro reads it over this value).
-const CASES: u32 = 256;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: CASES,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    }
-}
-
-/// Counts a property's cases and prints the count and time when done
-/// (`scripts/fuzz` collects these lines).
-struct Cases {
-    name: &'static str,
-    count: Cell<u64>,
-    started: Instant,
-}
-
-impl Cases {
-    fn new(name: &'static str) -> Self {
-        Cases {
-            name,
-            count: Cell::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    fn hit(&self) {
-        self.count.set(self.count.get() + 1);
-    }
-}
-
-impl Drop for Cases {
-    fn drop(&mut self) {
-        eprintln!(
-            "fuzz {}: {} cases in {:.2} s",
-            self.name,
-            self.count.get(),
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
 
 /// One step of a request body.
 #[derive(Debug, Clone)]
