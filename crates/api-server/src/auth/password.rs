@@ -36,16 +36,67 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash(&crate::auth::session::new_token()).unwrap_or_default())
 }
 
-/// Verifies passwords on the blocking thread pool, at most `permits` at a
-/// time (one per core by default: argon2 is all CPU, so more would only
-/// slow each one down and take the cores from every other request), with at
-/// most `max_waiting` more waiting for their turn. No database connection is
-/// held meanwhile.
+/// Verifies passwords on threads of its own, at most `permits` at a time
+/// (one per core by default: argon2 is all CPU, so more would only slow each
+/// one down), with at most `max_waiting` more waiting for their turn. No
+/// database connection is held meanwhile, and the threads run at the lowest
+/// CPU priority: a flood of logins then takes only the CPU that requests
+/// leave idle, instead of delaying every other request behind argon2.
 #[derive(Debug)]
 pub struct Verifier {
     permits: Arc<tokio::sync::Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// One verification for the verifier's threads: its permit (held until the
+/// work ends, whatever the caller does), the work, and where the answer goes.
+struct Job {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    password: String,
+    stored: Option<String>,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
+}
+
+/// A verifier thread: lowers its own priority, then checks passwords until
+/// the [`Verifier`] is dropped.
+fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>) {
+    lower_priority();
+    loop {
+        let job = {
+            let receiver = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            receiver.recv()
+        };
+        let Ok(job) = job else { return };
+        let valid = match &job.stored {
+            Some(stored) => verify(&job.password, stored),
+            None => {
+                std::hint::black_box(verify(&job.password, dummy_hash()));
+                false
+            }
+        };
+        let _ = job.answer.send(valid);
+    }
+}
+
+/// Sets the calling thread to the lowest CPU priority (nice 19), where the
+/// system allows it; elsewhere the thread runs at the usual priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(thread), 19) {
+            tracing::debug!(error = %e, "password checks run at the usual priority");
+        }
+    }
 }
 
 /// Too many verifications are waiting: the caller answers 429.
@@ -76,10 +127,25 @@ impl Drop for Waiting<'_> {
 impl Verifier {
     /// At most `permits` verifications at a time, `max_waiting` waiting.
     pub fn new(permits: usize, max_waiting: usize) -> Self {
+        let permits = permits.max(1);
+        let (jobs, receiver) = std::sync::mpsc::channel();
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        // One thread per permit: a job that holds a permit always finds a
+        // thread free.
+        for n in 0..permits {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{n}"))
+                .spawn(move || verify_jobs(receiver));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-check thread");
+            }
+        }
         Verifier {
-            permits: Arc::new(tokio::sync::Semaphore::new(permits.max(1))),
+            permits: Arc::new(tokio::sync::Semaphore::new(permits)),
             waiting: AtomicUsize::new(0),
             max_waiting,
+            jobs,
         }
     }
 
@@ -117,18 +183,18 @@ impl Verifier {
         // The permit goes with the work: if this future is dropped (the
         // client left), the verification still holds it until it ends, so
         // the cap on concurrent verifications holds whatever clients do.
-        let verified = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            match stored {
-                Some(stored) => verify(&password, &stored),
-                None => {
-                    std::hint::black_box(verify(&password, dummy_hash()));
-                    false
-                }
-            }
-        })
-        .await;
-        Ok(verified.unwrap_or(false))
+        let (answer, verified) = tokio::sync::oneshot::channel();
+        let job = Job {
+            _permit: permit,
+            password,
+            stored,
+            answer,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(Busy);
+        }
+        // A thread that could not start, or died, leaves no answer: refused.
+        Ok(verified.await.unwrap_or(false))
     }
 }
 
@@ -184,5 +250,40 @@ mod tests {
         drop(held);
         assert_eq!(queued.await.unwrap(), Ok(true));
         assert_eq!(verifier.waiting(), 0);
+    }
+
+    /// The niceness of this process's threads named `password-check-*`.
+    #[cfg(target_os = "linux")]
+    fn password_check_niceness() -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("password-check") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the command's closing parenthesis; nice is the 19th field.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            found.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn password_checks_run_at_the_lowest_priority() {
+        let verifier = Verifier::new(2, 0);
+        assert_eq!(verifier.verify("x".into(), None).await, Ok(false));
+        // Each thread lowers itself as it starts: wait for both to have.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut niceness = password_check_niceness();
+        while !(niceness.len() >= 2 && niceness.iter().all(|n| *n == 19))
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            niceness = password_check_niceness();
+        }
+        assert!(niceness.len() >= 2, "{niceness:?}");
+        assert!(niceness.iter().all(|n| *n == 19), "{niceness:?}");
     }
 }

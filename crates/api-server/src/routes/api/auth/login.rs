@@ -58,7 +58,7 @@ pub async fn handler(
 
     // The user is read in one short call; no connection is held while the
     // password is verified (argon2, the slow part), and the verification
-    // waits its turn for a core on the blocking pool.
+    // waits its turn for one of the verifier's low-priority threads.
     let stored = state
         .db(move |conn| Ok(User::by_email(conn, &email)?))
         .await?;
