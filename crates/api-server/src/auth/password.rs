@@ -53,7 +53,7 @@ pub struct Verifier {
 /// One verification for the verifier's threads: its permit (held until the
 /// work ends, whatever the caller does), the work, and where the answer goes.
 struct Job {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: tokio::sync::OwnedSemaphorePermit,
     password: String,
     stored: Option<String>,
     answer: tokio::sync::oneshot::Sender<bool>,
@@ -75,15 +75,26 @@ fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>) {
             let receiver = jobs.lock().unwrap_or_else(|e| e.into_inner());
             receiver.recv()
         };
-        let Ok(job) = job else { return };
-        let valid = match &job.stored {
-            Some(stored) => verify(&job.password, stored),
+        let Ok(Job {
+            permit,
+            password,
+            stored,
+            answer,
+        }) = job
+        else {
+            return;
+        };
+        let valid = match &stored {
+            Some(stored) => verify(&password, stored),
             None => {
-                std::hint::black_box(verify(&job.password, dummy_hash()));
+                std::hint::black_box(verify(&password, dummy_hash()));
                 false
             }
         };
-        let _ = job.answer.send(valid);
+        // The work is done: its place goes back before the answer does, so
+        // a caller that checks again at once finds it free.
+        drop(permit);
+        let _ = answer.send(valid);
     }
 }
 
@@ -185,7 +196,7 @@ impl Verifier {
         // the cap on concurrent verifications holds whatever clients do.
         let (answer, verified) = tokio::sync::oneshot::channel();
         let job = Job {
-            _permit: permit,
+            permit,
             password,
             stored,
             answer,
