@@ -136,12 +136,7 @@ impl Dispatcher {
         // A publish under way when the deadline passes ends within the
         // publisher's own timeout; wait for that too.
         let give_up = deadline + PUBLISH_GRACE;
-        while !thread.is_finished() && Instant::now() < give_up {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if !crate::background::join_by(thread, give_up) {
             tracing::warn!("the outbox dispatcher did not stop in time and is left running; unpublished events stay queued for the next start");
         }
     }

@@ -188,12 +188,7 @@ impl SmsWorker {
         // The runtime drops what is left at the deadline; recording an
         // answer already received takes a moment more.
         let give_up = deadline + Duration::from_secs(2);
-        while !thread.is_finished() && Instant::now() < give_up {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if !crate::background::join_by(thread, give_up) {
             tracing::warn!("the SMS worker did not stop in time; its claimed sends are taken again after their lease");
         }
     }
