@@ -162,8 +162,16 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             return Err(AppError::Unauthorized);
         }
     }
-    let (depth, oldest) = state.db(|conn| Ok(OutboxRow::depth(conn)?)).await?;
+    let ((depth, oldest), sms_queued) = state
+        .db(|conn| {
+            Ok((
+                OutboxRow::depth(conn)?,
+                crate::models::sms_outbox::SmsJob::depth(conn)?,
+            ))
+        })
+        .await?;
     state.metrics.outbox_depth.set(depth);
+    state.metrics.sms_queued.set(sms_queued);
     let age = oldest.map_or(0, |t| (crate::models::now() - t).num_seconds().max(0));
     state.metrics.outbox_oldest_age.set(age);
     let mut text = state.metrics.render();

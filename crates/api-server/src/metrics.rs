@@ -66,6 +66,8 @@ pub struct AppMetrics {
     pub sms_retried: IntCounter,
     /// Outbound SMS that ended `failed` (refused, or attempts spent).
     pub sms_failed: IntCounter,
+    /// Outbound SMS waiting to be handed to Twilio (set when scraped).
+    pub sms_queued: IntGauge,
     today: Arc<(AtomicI64, AtomicU64)>,
 }
 
@@ -161,6 +163,10 @@ impl AppMetrics {
                     "sms_retried_total",
                     "Attempts to send an SMS put back for a later try",
                 ),
+            ),
+            sms_queued: register(
+                &registry,
+                gauge("sms_queued", "Outbound SMS waiting to be handed to Twilio"),
             ),
             sms_failed: register(
                 &registry,

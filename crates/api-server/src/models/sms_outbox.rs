@@ -61,16 +61,13 @@ fn after(now: NaiveDateTime, wait: Duration) -> NaiveDateTime {
 }
 
 impl SmsJob {
-    /// Queues the send of `message_id`, due at once. A message has one job:
-    /// queuing it again changes nothing.
+    /// Queues the send of `message_id`, due at once, in the transaction that
+    /// created the message (so it has no job yet: the message id is the key).
     pub fn enqueue(
         conn: &mut DbConnection,
         message_id: i64,
         now: NaiveDateTime,
     ) -> QueryResult<()> {
-        if SmsJob::find(conn, message_id)?.is_some() {
-            return Ok(());
-        }
         diesel::insert_into(sms_outbox::table)
             .values(&NewSmsJob {
                 message_id,
@@ -99,8 +96,8 @@ impl SmsJob {
     /// Twilio before it is sent again.
     ///
     /// Call it in a write transaction. On PostgreSQL the rows are read
-    /// `FOR UPDATE SKIP LOCKED` and each update repeats the due condition, so
-    /// two instances never claim the same job; on SQLite the write
+    /// `FOR UPDATE SKIP LOCKED`, so two instances never claim the same job
+    /// (a row one has locked the other skips); on SQLite the write
     /// transaction (`BEGIN IMMEDIATE`, or the one writer's) serialises claims.
     pub fn claim(
         conn: &mut DbConnection,
@@ -210,21 +207,16 @@ impl SmsJob {
 
     /// When the next job becomes claimable (`None`: no job is queued).
     pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
-        let waiting: Option<NaiveDateTime> = sms_outbox::table
-            .filter(sms_outbox::locked_until.is_null())
-            .select(diesel::dsl::min(sms_outbox::next_attempt_at))
-            .first(conn)?;
-        let leased: Option<NaiveDateTime> = sms_outbox::table
-            .filter(sms_outbox::locked_until.is_not_null())
-            .select(diesel::dsl::min(sms_outbox::locked_until))
-            .first(conn)?;
         // A leased job is due when both its lease and its backoff have
         // passed; its lease always ends after its backoff began, so the
-        // lease's end is close enough for waking up.
-        Ok(match (waiting, leased) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        // lease's end is when to look again.
+        sms_outbox::table
+            .select(diesel::dsl::min(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+            >(
+                "COALESCE(locked_until, next_attempt_at)"
+            )))
+            .first(conn)
     }
 
     /// How many sends are queued.

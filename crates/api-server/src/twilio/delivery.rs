@@ -205,25 +205,34 @@ async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<In
         let free = IN_FLIGHT.saturating_sub(sends.len());
         let mut wait = POLL;
         if free > 0 {
-            match claim(&app, free as i64).await {
-                Ok(claimed) => {
-                    for job in claimed {
-                        sends.spawn(process(app.clone(), job));
+            // One read of the queue a pass: a claim only when a job is due
+            // (an idle queue costs no write transaction), else a wait until
+            // the next one is.
+            match next_due(&app).await {
+                Ok(Some(due)) if due <= crate::models::now() => {
+                    match claim(&app, free as i64).await {
+                        // Claimed: look again at once for what is due next.
+                        Ok(claimed) if !claimed.is_empty() => {
+                            for job in claimed {
+                                sends.spawn(process(app.clone(), job));
+                            }
+                            wait = Duration::ZERO;
+                        }
+                        // Due but nothing claimed (another instance holds
+                        // the rows): the poll, not a spin.
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not claim queued SMS"),
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not claim queued SMS"),
-            }
-            wait = match next_due(&app).await {
-                Ok(Some(due)) => (due - crate::models::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .clamp(Duration::from_millis(5), POLL),
-                Ok(None) => POLL,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the SMS queue");
-                    POLL
+                Ok(Some(due)) => {
+                    wait = (due - crate::models::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(5), POLL);
                 }
-            };
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the SMS queue"),
+            }
         }
         drop(app);
         tokio::select! {
@@ -248,15 +257,6 @@ async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<In
 
 async fn claim(state: &AppState, limit: i64) -> Result<Vec<Claimed>, AppError> {
     let lease = state.config.twilio_send.lease();
-    // A read first, so an idle queue costs no write transaction.
-    let now = crate::models::now();
-    let due = state
-        .db(move |conn| Ok(SmsJob::next_due(conn)?))
-        .await?
-        .is_some_and(|due| due <= now);
-    if !due {
-        return Ok(Vec::new());
-    }
     state
         .write(move |conn| {
             write_transaction(conn, |conn| {
@@ -447,10 +447,8 @@ async fn fail(
             })
         })
         .await?;
-    if outcome.is_some() {
-        state.metrics.sms_failed.inc();
-    }
     if outcome == Some(true) {
+        state.metrics.sms_failed.inc();
         state.dispatcher.wake();
     }
     Ok(())
