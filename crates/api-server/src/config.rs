@@ -163,7 +163,8 @@ impl Config {
         };
         Ok(Config {
             trusted_proxies,
-            metrics_token: get("METRICS_TOKEN").map(realtime_core::Secret::new),
+            metrics_token: get("METRICS_TOKEN")
+                .map(|t| realtime_core::Secret::new(t.trim().to_owned())),
             metrics_addr,
             embedded_public_channels,
             realtime_max_channels_per_connection: count("REALTIME_MAX_CHANNELS_PER_CONNECTION")?,

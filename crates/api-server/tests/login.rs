@@ -88,6 +88,7 @@ async fn wrong_passwords_from_one_address_do_not_lock_the_victim_out_elsewhere()
         answers[..6].iter().all(|s| *s == 401),
         "5 free: {answers:?}"
     );
+    assert!(answers.contains(&429), "the limit took hold: {answers:?}");
     // The victim, from their own address, with their password.
     let victim = login_from(&app, "203.0.113.7", "alice@example.com", PASSWORD).await;
     assert_eq!(victim.status, 200, "{}", victim.text);

@@ -93,7 +93,7 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .filter_map(|v| v.to_str().ok())
         .collect();
     if !forwarded.is_empty() {
-        return forwarded
+        let hops: Vec<Option<IpAddr>> = forwarded
             .iter()
             .flat_map(|value| value.split(','))
             .filter_map(|element| {
@@ -105,6 +105,11 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                 })
             })
             .collect();
+        // A `Forwarded` that names no hop (only `proto=` or `host=`) leaves
+        // the chain to `X-Forwarded-For`.
+        if !hops.is_empty() {
+            return hops;
+        }
     }
     headers
         .get_all("x-forwarded-for")
@@ -179,6 +184,19 @@ mod tests {
         assert_eq!(
             proxies.client_address(ip("10.0.0.1"), &forwarded),
             ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn a_forwarded_without_hops_leaves_the_chain_to_x_forwarded_for() {
+        let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+        let both = headers(&[
+            ("forwarded", "proto=https;host=inbox.example"),
+            ("x-forwarded-for", "192.0.2.60"),
+        ]);
+        assert_eq!(
+            proxies.client_address(ip("127.0.0.1"), &both),
+            ip("192.0.2.60")
         );
     }
 

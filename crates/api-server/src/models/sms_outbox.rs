@@ -214,7 +214,7 @@ impl SmsJob {
             .select(diesel::dsl::min(diesel::dsl::sql::<
                 diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
             >(
-                "COALESCE(locked_until, next_attempt_at)"
+                "COALESCE(locked_until, next_attempt_at)",
             )))
             .first(conn)
     }
