@@ -12,6 +12,7 @@
 //! from `webhooks.rs`.
 
 pub mod client_address;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http_api;
