@@ -47,6 +47,8 @@ pub const HTTP_API_BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Server {
     apps: Vec<Arc<App>>,
+    /// This node's link to its cluster, if it is in one.
+    cluster: Option<Arc<cluster::ClusterLink>>,
     metrics: Metrics,
     shutting_down: AtomicBool,
 }
@@ -60,6 +62,30 @@ impl Server {
 
     /// [`Server::new`], reporting to the given metrics.
     pub fn with_metrics(apps: Vec<AppConfig>, metrics: Metrics) -> Self {
+        Self::build(apps, metrics, None)
+    }
+
+    /// A server that is a node of the cluster whose bus `cluster_url` names
+    /// (`redis://host:port` or `nats://host:port`): its apps answer for
+    /// every node, and events published on any node reach every node's
+    /// subscribers. It connects in the background, and keeps serving its own
+    /// clients while the bus is away. Must be called inside a tokio runtime.
+    pub fn clustered(
+        apps: Vec<AppConfig>,
+        metrics: Metrics,
+        cluster_url: &str,
+    ) -> Result<Self, cluster::bus::BusError> {
+        let joining = cluster::Joining::new(cluster_url, &metrics)?;
+        let server = Self::build(apps, metrics.clone(), Some(joining.link()));
+        joining.start(server.apps.clone(), metrics);
+        Ok(server)
+    }
+
+    fn build(
+        apps: Vec<AppConfig>,
+        metrics: Metrics,
+        cluster: Option<Arc<cluster::ClusterLink>>,
+    ) -> Self {
         let apps = apps
             .into_iter()
             .map(|config| {
@@ -71,11 +97,16 @@ impl Server {
                         metrics.clone(),
                     )
                 });
-                Arc::new(App::new(config, metrics.clone(), webhooks))
+                let app = App::new(config, metrics.clone(), webhooks);
+                Arc::new(match &cluster {
+                    Some(link) => app.with_cluster(link.clone()),
+                    None => app,
+                })
             })
             .collect();
         Server {
             apps,
+            cluster,
             metrics,
             shutting_down: AtomicBool::new(false),
         }
@@ -151,6 +182,10 @@ impl Server {
         self.shutting_down.store(true, Ordering::SeqCst);
         for app in &self.apps {
             app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
+        }
+        // The other nodes forget this one now, not when its lease lapses.
+        if let Some(link) = &self.cluster {
+            link.leave().await;
         }
         // `close_all` removed every connection registered by then, so their
         // channel_vacated and member_removed are queued for the flush below.

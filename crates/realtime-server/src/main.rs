@@ -8,7 +8,7 @@ use realtime_core::Credentials;
 use realtime_server::config::{
     DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
 };
-use realtime_server::{metrics_endpoint, AppConfig, Server, TrustedProxies};
+use realtime_server::{metrics_endpoint, AppConfig, Metrics, Server, TrustedProxies};
 use tracing_subscriber::EnvFilter;
 
 /// A Pusher protocol 7 server: pusher-js and the official server SDKs work
@@ -57,9 +57,10 @@ struct Args {
     #[arg(long, env = "REALTIME_MAX_CHANNELS_PER_CONNECTION",
           default_value_t = DEFAULT_MAX_CHANNELS_PER_CONNECTION, value_parser = positive)]
     max_channels_per_connection: usize,
-    /// Accept public channels (no authorization), as Pusher does.
+    /// Accept public channels (no authorization), as Pusher does
+    /// (true/false, yes/no, on/off, 1/0).
     #[arg(long, env = "REALTIME_PUBLIC_CHANNELS", default_value_t = true,
-          action = clap::ArgAction::Set)]
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     public_channels: bool,
     /// Largest event data in bytes.
     #[arg(long, env = "REALTIME_MAX_DATA_BYTES", default_value_t = 10 * 1024)]
@@ -67,6 +68,11 @@ struct Args {
     /// Seconds channel_vacated and member_removed webhooks wait for a rejoin.
     #[arg(long, env = "REALTIME_WEBHOOK_LEAVE_DELAY", default_value_t = 3.0)]
     webhook_leave_delay: f64,
+    /// Join the cluster whose bus this names (`redis://host:port` or
+    /// `nats://host:port`): every node started with the same app and URL
+    /// serves the same channels, users and presence.
+    #[arg(long = "cluster", env = "REALTIME_CLUSTER_URL")]
+    cluster_url: Option<String>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "REALTIME_WORKERS")]
     workers: Option<usize>,
@@ -115,7 +121,13 @@ async fn serve(args: Args) -> std::io::Result<()> {
     app.webhook_url = args.webhook_url.clone();
     app.webhook_leave_delay = Duration::from_secs_f64(args.webhook_leave_delay.max(0.0));
 
-    let server = web::Data::new(Server::new(vec![app]));
+    let metrics = Metrics::new();
+    let server = match &args.cluster_url {
+        Some(url) => Server::clustered(vec![app], metrics, url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
+        None => Server::with_metrics(vec![app], metrics),
+    };
+    let server = web::Data::new(server);
     let for_workers = server.clone();
     let mut http = HttpServer::new(move || {
         App::new()
@@ -139,6 +151,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
         app_id = %args.app_id,
         client_events = args.client_events,
         webhooks = args.webhook_url.is_some(),
+        cluster = args.cluster_url.is_some(),
         "realtime-server listening (WebSocket /app/{{key}}, HTTP API /apps/{{id}})"
     );
     let stopper = server.clone();

@@ -17,6 +17,8 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
 use serde_json::Value;
 
+use crate::cluster::view::{ChannelReport, MemberChange, RemoteChannel, RemoteView, Transition};
+use crate::cluster::{ClusterLink, NodeId, Report};
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::outbox::{
@@ -72,6 +74,8 @@ struct State {
     connections: HashMap<Arc<str>, Connection>,
     channels: HashMap<Arc<str>, Channel>,
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// What the cluster's other nodes hold (empty on a server alone).
+    remote: RemoteView,
 }
 
 /// Why a subscription was refused.
@@ -118,6 +122,10 @@ impl Removal {
 #[derive(Debug)]
 pub struct App {
     config: AppConfig,
+    /// The app id, shared by the reports to the cluster.
+    id: Arc<str>,
+    /// The node's link to the other nodes of its cluster, if in one.
+    cluster: Option<Arc<ClusterLink>>,
     state: RwLock<State>,
     /// Open sockets, registered or not: what `max_connections` limits.
     open: OpenConnections,
@@ -135,7 +143,9 @@ impl App {
     /// A new app with no connection.
     pub fn new(config: AppConfig, metrics: Metrics, webhooks: Option<WebhookQueue>) -> Self {
         App {
+            id: Arc::from(config.credentials.app_id()),
             config,
+            cluster: None,
             state: RwLock::new(State::default()),
             open: OpenConnections::default(),
             addresses: AddressConnections::default(),
@@ -145,6 +155,13 @@ impl App {
             #[cfg(test)]
             between_steps: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same app as a node of a cluster: what it holds is reported to
+    /// the other nodes through `link`, and it answers for the whole cluster.
+    pub fn with_cluster(mut self, link: Arc<ClusterLink>) -> Self {
+        self.cluster = Some(link);
+        self
     }
 
     /// The app's settings.
@@ -170,6 +187,44 @@ impl App {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write()
+    }
+
+    /// Sends a webhook of a cluster-wide change: from the leader only, so
+    /// the cluster sends it once (a server alone always leads).
+    fn cluster_webhook(&self, event: WebhookEvent) {
+        if self.cluster.as_ref().is_none_or(|link| link.is_leader()) {
+            self.webhook(event);
+        }
+    }
+
+    /// Tells the cluster's other nodes, if any (under the lock for reports of
+    /// state, so they leave in the order the changes happened).
+    fn report(&self, report: impl FnOnce(Arc<str>) -> Report) {
+        if let Some(link) = &self.cluster {
+            link.report(report(self.id.clone()));
+        }
+    }
+
+    /// Reports a channel's subscriber count here (user channels are not
+    /// reported: nothing is asked of them but their events).
+    fn report_subscribers(&self, channel: &str, count: usize) {
+        if self.cluster.is_some() && ChannelKind::of(channel) != ChannelKind::ServerToUser {
+            self.report(|a| Report::Subscribers {
+                a,
+                c: channel.to_owned(),
+                n: count,
+            });
+        }
+    }
+
+    /// Reports whether a presence member has a connection here.
+    fn report_member(&self, channel: &str, user_id: &str, present: Option<Option<Value>>) {
+        self.report(|a| Report::Member {
+            a,
+            c: channel.to_owned(),
+            u: user_id.to_owned(),
+            i: present,
+        });
     }
 
     fn webhook(&self, event: WebhookEvent) {
@@ -403,7 +458,11 @@ impl App {
             let outbox = conn.outbox.clone();
             if conn.channels.contains(channel) {
                 // Subscribing twice changes nothing; pusher-js still expects an answer.
-                let data = presence_data(channel, state.channels.get(channel));
+                let data = presence_data(
+                    channel,
+                    state.channels.get(channel),
+                    state.remote.channel(channel),
+                );
                 deliveries.send(&socket_key, &outbox, succeeded_frame(channel, data).into());
                 drop(guard);
                 self.settle(deliveries);
@@ -424,13 +483,17 @@ impl App {
                 None => Arc::from(channel),
             };
             let entry = state.channels.entry(channel_key.clone()).or_default();
+            let remote = state.remote.channel(channel);
             let mut member_added = None;
             if let Some((user_id, info)) = member {
                 let user_id: Arc<str> = Arc::from(user_id);
                 match entry.members.get_mut(&user_id) {
                     Some(existing) => existing.connections += 1,
                     None => {
-                        if entry.members.len() >= self.config.max_presence_members {
+                        if cluster_members(&entry.members, remote)
+                            >= self.config.max_presence_members
+                            && !remote.is_some_and(|r| r.members.contains_key(&user_id))
+                        {
                             if entry.subscribers.is_empty() {
                                 state.channels.remove(channel);
                             }
@@ -464,32 +527,35 @@ impl App {
                     },
                 );
             }
-            let occupied_now = entry.subscribers.len() == 1;
+            let subscribers_here = entry.subscribers.len();
+            let occupied_now = subscribers_here == 1 && remote.is_none_or(|r| r.subscribers == 0);
+            self.report_subscribers(channel, subscribers_here);
             if let Some((user_id, info)) = &member_added {
-                let frame = TextFrame::from(protocol::frame(
-                    "pusher_internal:member_added",
-                    Some(channel),
-                    serde_json::json!({ "user_id": user_id.as_ref(), "user_info": info })
-                        .to_string(),
-                ));
+                self.report_member(channel, user_id, Some(info.clone()));
+            }
+            // Present on another node already: the cluster saw it arrive then.
+            let member_added = member_added
+                .filter(|(user_id, _)| !remote.is_some_and(|r| r.members.contains_key(user_id)));
+            if let Some((user_id, info)) = &member_added {
+                let frame = member_added_frame(channel, user_id, info);
                 for (other, subscriber) in
                     entry.subscribers.iter().filter(|(s, _)| **s != socket_key)
                 {
                     deliveries.send(other, &subscriber.outbox, frame.clone());
                 }
             }
-            succeeded = presence_data(channel, state.channels.get(channel));
+            succeeded = presence_data(channel, state.channels.get(channel), remote);
             if let Some(conn) = state.connections.get_mut(&socket_key) {
                 conn.channels.insert(channel_key.clone());
             }
             self.metrics.channels.set(state.channels.len() as i64);
             if occupied_now {
-                self.webhook(WebhookEvent::ChannelOccupied {
+                self.cluster_webhook(WebhookEvent::ChannelOccupied {
                     channel: channel.to_owned(),
                 });
             }
             if let Some((user_id, _)) = member_added {
-                self.webhook(WebhookEvent::MemberAdded {
+                self.cluster_webhook(WebhookEvent::MemberAdded {
                     channel: channel.to_owned(),
                     user_id: user_id.to_string(),
                 });
@@ -545,25 +611,28 @@ impl App {
             };
             if last {
                 entry.members.remove(&user_id);
-                let frame = TextFrame::from(protocol::frame(
-                    "pusher_internal:member_removed",
-                    Some(channel),
-                    serde_json::json!({ "user_id": user_id.as_ref() }).to_string(),
-                ));
-                for (other, subscriber) in &entry.subscribers {
-                    deliveries.send(other, &subscriber.outbox, frame.clone());
+                self.report_member(channel, &user_id, None);
+                // Still present on another node: the cluster keeps the member.
+                if !state.remote.has_member(channel, &user_id) {
+                    let frame = member_removed_frame(channel, &user_id);
+                    for (other, subscriber) in &entry.subscribers {
+                        deliveries.send(other, &subscriber.outbox, frame.clone());
+                    }
+                    self.cluster_webhook(WebhookEvent::MemberRemoved {
+                        channel: channel.to_owned(),
+                        user_id: user_id.to_string(),
+                    });
                 }
-                self.webhook(WebhookEvent::MemberRemoved {
-                    channel: channel.to_owned(),
-                    user_id: user_id.to_string(),
-                });
             }
         }
+        self.report_subscribers(channel, entry.subscribers.len());
         if entry.subscribers.is_empty() {
             state.channels.remove(channel);
-            self.webhook(WebhookEvent::ChannelVacated {
-                channel: channel.to_owned(),
-            });
+            if state.remote.subscribers(channel) == 0 {
+                self.cluster_webhook(WebhookEvent::ChannelVacated {
+                    channel: channel.to_owned(),
+                });
+            }
         }
     }
 
@@ -628,8 +697,18 @@ impl App {
         true
     }
 
-    /// Closes every connection of a signed-in user.
+    /// Closes every connection of a signed-in user, on every node of the
+    /// cluster. Answers how many were here.
     pub fn terminate_user(&self, user_id: &str) -> usize {
+        self.report(|a| Report::Terminate {
+            a,
+            u: user_id.to_owned(),
+        });
+        self.terminate_local(user_id)
+    }
+
+    /// Closes every connection of a signed-in user on this node.
+    pub fn terminate_local(&self, user_id: &str) -> usize {
         let sockets: Vec<Arc<str>> = self
             .read()
             .users
@@ -646,9 +725,22 @@ impl App {
         sockets.len()
     }
 
-    /// Sends an event to every subscriber of `channel` but `except`. Answers
-    /// how many connections it reached.
+    /// Sends an event to every subscriber of `channel` but `except`, on
+    /// every node of the cluster. Answers how many connections it reached
+    /// here.
     pub fn publish(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
+        self.report(|a| Report::Publish {
+            a,
+            c: channel.to_owned(),
+            f: frame.to_string(),
+            x: except.map(str::to_owned),
+        });
+        self.deliver(channel, frame, except)
+    }
+
+    /// Sends an event to every subscriber of `channel` on this node but
+    /// `except`. Answers how many connections it reached.
+    pub fn deliver(&self, channel: &str, frame: &ByteString, except: Option<&str>) -> usize {
         let mut deliveries = Deliveries::default();
         {
             let state = self.read();
@@ -719,31 +811,46 @@ impl App {
     pub fn channel_info(&self, channel: &str) -> ChannelInfo {
         let state = self.read();
         let entry = state.channels.get(channel);
+        let remote = state.remote.channel(channel);
+        let subscribers =
+            entry.map_or(0, |e| e.subscribers.len()) + remote.map_or(0, |r| r.subscribers);
         ChannelInfo {
-            occupied: Some(entry.is_some()),
+            occupied: Some(subscribers > 0),
             user_count: (ChannelKind::of(channel) == ChannelKind::Presence)
-                .then(|| entry.map_or(0, |e| e.members.len() as u64)),
-            subscription_count: Some(entry.map_or(0, |e| e.subscribers.len() as u64)),
+                .then(|| member_ids(entry, remote).count() as u64),
+            subscription_count: Some(subscribers as u64),
         }
     }
 
     /// Occupied channels whose name starts with `prefix` (user channels excluded).
     pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
         let state = self.read();
-        state
+        let names = state
             .channels
-            .iter()
-            .filter(|(name, _)| {
+            .keys()
+            .chain(
+                state
+                    .remote
+                    .channels()
+                    .filter(|(name, r)| r.subscribers > 0 && !state.channels.contains_key(*name))
+                    .map(|(name, _)| name),
+            )
+            .filter(|name| {
                 name.starts_with(prefix) && ChannelKind::of(name) != ChannelKind::ServerToUser
-            })
-            .map(|(name, entry)| {
+            });
+        names
+            .map(|name| {
+                let entry = state.channels.get(name);
+                let remote = state.remote.channel(name);
                 let presence = ChannelKind::of(name) == ChannelKind::Presence;
+                let subscribers =
+                    entry.map_or(0, |e| e.subscribers.len()) + remote.map_or(0, |r| r.subscribers);
                 (
                     name.to_string(),
                     ChannelInfo {
                         occupied: None,
-                        user_count: presence.then_some(entry.members.len() as u64),
-                        subscription_count: Some(entry.subscribers.len() as u64),
+                        user_count: presence.then(|| member_ids(entry, remote).count() as u64),
+                        subscription_count: Some(subscribers as u64),
                     },
                 )
             })
@@ -753,26 +860,17 @@ impl App {
     /// The user ids of a presence channel's members.
     pub fn presence_users(&self, channel: &str) -> Vec<String> {
         let state = self.read();
-        state
-            .channels
-            .get(channel)
-            .map(|e| e.members.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default()
+        member_ids(state.channels.get(channel), state.remote.channel(channel))
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// Members of a presence channel with their `user_info`.
     pub fn presence_members(&self, channel: &str) -> Vec<(String, Option<Value>)> {
         let state = self.read();
-        state
-            .channels
-            .get(channel)
-            .map(|e| {
-                e.members
-                    .iter()
-                    .map(|(id, m)| (id.to_string(), m.info.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        members(state.channels.get(channel), state.remote.channel(channel))
+            .map(|(id, info)| (id.to_string(), info.clone()))
+            .collect()
     }
 
     /// Connections open now.
@@ -785,6 +883,140 @@ impl App {
         let sockets: Vec<Arc<str>> = self.read().connections.keys().cloned().collect();
         for socket in sockets {
             self.close(&socket, Outbound::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// Another node's subscriber count of a channel is now `count`.
+    pub fn apply_peer_subscribers(&self, peer: NodeId, channel: &str, count: usize) {
+        let mut deliveries = Deliveries::default();
+        {
+            let mut state = self.write();
+            if let Some(transition) = state.remote.set_subscribers(peer, channel, count) {
+                self.on_peer_transition(&state, transition, &mut deliveries);
+            }
+        }
+        self.settle(deliveries);
+    }
+
+    /// Whether another node has a connection of a presence member now.
+    pub fn apply_peer_member(
+        &self,
+        peer: NodeId,
+        channel: &str,
+        user_id: &str,
+        present: Option<Option<Value>>,
+    ) {
+        let mut deliveries = Deliveries::default();
+        {
+            let mut state = self.write();
+            if let Some(transition) = state.remote.set_member(peer, channel, user_id, present) {
+                self.on_peer_transition(&state, transition, &mut deliveries);
+            }
+        }
+        self.settle(deliveries);
+    }
+
+    /// Everything another node holds is `channels` (its snapshot; empty
+    /// when it is gone: its members leave, its channels empty).
+    pub fn apply_peer_snapshot(&self, peer: NodeId, channels: &[ChannelReport]) {
+        let mut deliveries = Deliveries::default();
+        {
+            let mut state = self.write();
+            for transition in state.remote.replace_peer(peer, channels) {
+                self.on_peer_transition(&state, transition, &mut deliveries);
+            }
+        }
+        self.settle(deliveries);
+    }
+
+    /// Acts on a change of what the other nodes hold: what it means for the
+    /// cluster depends on what this node holds too.
+    fn on_peer_transition(
+        &self,
+        state: &State,
+        transition: Transition,
+        deliveries: &mut Deliveries,
+    ) {
+        match transition {
+            Transition::Subscribers {
+                channel,
+                before,
+                after,
+            } => {
+                let here = state
+                    .channels
+                    .get(&channel)
+                    .map_or(0, |c| c.subscribers.len());
+                if here > 0 || ChannelKind::of(&channel) == ChannelKind::ServerToUser {
+                    return;
+                }
+                if before == 0 && after > 0 {
+                    self.cluster_webhook(WebhookEvent::ChannelOccupied {
+                        channel: channel.to_string(),
+                    });
+                } else if before > 0 && after == 0 {
+                    self.cluster_webhook(WebhookEvent::ChannelVacated {
+                        channel: channel.to_string(),
+                    });
+                }
+            }
+            Transition::Member {
+                channel,
+                user_id,
+                change,
+            } => {
+                let entry = state.channels.get(&channel);
+                if entry.is_some_and(|c| c.members.contains_key(&user_id)) {
+                    // Present here all along: nothing changed for the cluster.
+                    return;
+                }
+                let (frame, event) = match change {
+                    MemberChange::Appeared(info) => (
+                        member_added_frame(&channel, &user_id, &info),
+                        WebhookEvent::MemberAdded {
+                            channel: channel.to_string(),
+                            user_id: user_id.to_string(),
+                        },
+                    ),
+                    MemberChange::Vanished => (
+                        member_removed_frame(&channel, &user_id),
+                        WebhookEvent::MemberRemoved {
+                            channel: channel.to_string(),
+                            user_id: user_id.to_string(),
+                        },
+                    ),
+                };
+                for (socket, subscriber) in entry.into_iter().flat_map(|c| &c.subscribers) {
+                    deliveries.send(socket, &subscriber.outbox, frame.clone());
+                }
+                self.cluster_webhook(event);
+            }
+        }
+    }
+
+    /// Reports everything this node holds to the other nodes, in order with
+    /// the reports of later changes (it is taken under the lock).
+    pub fn report_snapshot(&self) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let state = self.read();
+        let channels = state
+            .channels
+            .iter()
+            .filter(|(name, _)| ChannelKind::of(name) != ChannelKind::ServerToUser)
+            .map(|(name, entry)| ChannelReport {
+                channel: name.to_string(),
+                subscribers: entry.subscribers.len(),
+                members: entry
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.to_string(), m.info.clone()))
+                    .collect(),
+            })
+            .collect();
+        for report in crate::cluster::snapshot_reports(self.id.clone(), channels) {
+            link.report(report);
         }
     }
 
@@ -837,16 +1069,70 @@ fn try_deliver(
     Ok(())
 }
 
-fn presence_data(name: &str, channel: Option<&Channel>) -> Option<String> {
+/// The presence members of a channel in the cluster: this node's, then
+/// the other nodes' that have no connection here.
+fn members<'a>(
+    here: Option<&'a Channel>,
+    remote: Option<&'a RemoteChannel>,
+) -> impl Iterator<Item = (&'a Arc<str>, &'a Option<Value>)> {
+    let local = here
+        .into_iter()
+        .flat_map(|c| c.members.iter().map(|(id, m)| (id, &m.info)));
+    let others = remote.into_iter().flat_map(move |r| {
+        r.members
+            .iter()
+            .filter(move |(id, _)| !here.is_some_and(|c| c.members.contains_key(*id)))
+            .map(|(id, m)| (id, &m.info))
+    });
+    local.chain(others)
+}
+
+fn member_ids<'a>(
+    here: Option<&'a Channel>,
+    remote: Option<&'a RemoteChannel>,
+) -> impl Iterator<Item = &'a Arc<str>> {
+    members(here, remote).map(|(id, _)| id)
+}
+
+/// How many members a presence channel has in the cluster.
+fn cluster_members(here: &HashMap<Arc<str>, Member>, remote: Option<&RemoteChannel>) -> usize {
+    here.len()
+        + remote.map_or(0, |r| {
+            r.members
+                .keys()
+                .filter(|id| !here.contains_key(*id))
+                .count()
+        })
+}
+
+fn member_removed_frame(channel: &str, user_id: &str) -> TextFrame {
+    TextFrame::from(protocol::frame(
+        "pusher_internal:member_removed",
+        Some(channel),
+        serde_json::json!({ "user_id": user_id }).to_string(),
+    ))
+}
+
+fn member_added_frame(channel: &str, user_id: &str, info: &Option<Value>) -> TextFrame {
+    TextFrame::from(protocol::frame(
+        "pusher_internal:member_added",
+        Some(channel),
+        serde_json::json!({ "user_id": user_id, "user_info": info }).to_string(),
+    ))
+}
+
+fn presence_data(
+    name: &str,
+    channel: Option<&Channel>,
+    remote: Option<&RemoteChannel>,
+) -> Option<String> {
     if ChannelKind::of(name) != ChannelKind::Presence {
         return None;
     }
-    let channel = channel?;
-    let ids: Vec<&str> = channel.members.keys().map(|k| k.as_ref()).collect();
-    let hash: serde_json::Map<String, Value> = channel
-        .members
-        .iter()
-        .map(|(id, m)| (id.to_string(), m.info.clone().unwrap_or(Value::Null)))
+    channel?;
+    let ids: Vec<&str> = member_ids(channel, remote).map(|k| k.as_ref()).collect();
+    let hash: serde_json::Map<String, Value> = members(channel, remote)
+        .map(|(id, info)| (id.to_string(), info.clone().unwrap_or(Value::Null)))
         .collect();
     Some(
         serde_json::json!({
@@ -1185,10 +1471,11 @@ mod tests {
     #[test]
     fn presence_data_is_only_for_presence_channels() {
         let channel = Channel::default();
-        assert_eq!(presence_data("news", Some(&channel)), None);
-        assert_eq!(presence_data("private-x", Some(&channel)), None);
+        assert_eq!(presence_data("news", Some(&channel), None), None);
+        assert_eq!(presence_data("private-x", Some(&channel), None), None);
         let data: Value =
-            serde_json::from_str(&presence_data("presence-x", Some(&channel)).unwrap()).unwrap();
+            serde_json::from_str(&presence_data("presence-x", Some(&channel), None).unwrap())
+                .unwrap();
         assert_eq!(
             data,
             json!({ "presence": { "ids": [], "hash": {}, "count": 0 } })
@@ -1335,5 +1622,309 @@ mod tests {
         assert!(state.connections.is_empty());
         assert!(state.channels.is_empty(), "{:?}", state.channels.keys());
         assert!(state.users.is_empty());
+    }
+}
+
+/// Apps of several nodes of one cluster, their reports carried by hand.
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use crate::cluster::{apply_to_app, ClusterLink};
+    use crate::webhooks::{Recorded, WebhookQueue};
+    use realtime_core::Credentials;
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    struct Node {
+        app: App,
+        id: NodeId,
+        reports: mpsc::Receiver<Report>,
+        webhooks: Recorded,
+    }
+
+    fn node(id: NodeId, leader: bool, change: impl FnOnce(&mut AppConfig)) -> Node {
+        let mut config = AppConfig::new(Credentials::new("1", "key", "secret"));
+        change(&mut config);
+        let (link, reports) = ClusterLink::detached(id, leader);
+        let (queue, webhooks) = WebhookQueue::recorder();
+        Node {
+            app: App::new(config, Metrics::new(), Some(queue)).with_cluster(link),
+            id,
+            reports,
+            webhooks,
+        }
+    }
+
+    /// Carries every report queued so far to every other node, until none is left.
+    fn carry(nodes: &mut [&mut Node]) {
+        loop {
+            let mut moved = false;
+            for from in 0..nodes.len() {
+                while let Ok(report) = nodes[from].reports.try_recv() {
+                    moved = true;
+                    let sender = nodes[from].id;
+                    for (to, node) in nodes.iter().enumerate() {
+                        if to != from {
+                            apply_to_app(&node.app, sender, report.clone());
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn drain(receiver: &mut OutboxReceiver) -> Vec<String> {
+        let mut all = Vec::new();
+        while let Ok(outbound) = receiver.try_recv() {
+            if let Outbound::Frame(frame) = outbound {
+                all.push(frame.text().to_string());
+            }
+        }
+        all
+    }
+
+    fn member(id: &str) -> Option<(String, Option<Value>)> {
+        Some((id.to_owned(), Some(json!({ "name": id }))))
+    }
+
+    fn count(frames: &[String], event: &str) -> usize {
+        frames.iter().filter(|f| f.contains(event)).count()
+    }
+
+    #[test]
+    fn presence_is_the_clusters_and_each_change_is_told_once() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let (ann, mut ann_rx) = a.app.connect().unwrap();
+        let (bob, mut bob_rx) = b.app.connect().unwrap();
+        a.app
+            .subscribe(&ann, "presence-room", member("ann"))
+            .unwrap();
+        carry(&mut [&mut a, &mut b]);
+        b.app
+            .subscribe(&bob, "presence-room", member("bob"))
+            .unwrap();
+        carry(&mut [&mut a, &mut b]);
+
+        // bob's subscription_succeeded lists ann, on the other node.
+        let bob_frames = drain(&mut bob_rx);
+        let succeeded = bob_frames
+            .iter()
+            .find(|f| f.contains("subscription_succeeded"))
+            .unwrap();
+        assert!(
+            succeeded.contains("ann") && succeeded.contains("\\\"count\\\":2"),
+            "{succeeded}"
+        );
+        let ann_frames = drain(&mut ann_rx);
+        assert_eq!(count(&ann_frames, "member_added"), 1);
+        assert!(ann_frames
+            .iter()
+            .any(|f| f.contains("member_added") && f.contains("bob")));
+
+        // Both nodes answer the same for the cluster.
+        for app in [&a.app, &b.app] {
+            let mut users = app.presence_users("presence-room");
+            users.sort();
+            assert_eq!(users, ["ann", "bob"]);
+            assert_eq!(
+                app.channel_info("presence-room").subscription_count,
+                Some(2)
+            );
+            assert_eq!(app.channel_info("presence-room").user_count, Some(2));
+        }
+
+        // Webhooks come from the leader alone, once each.
+        let leader = a.webhooks.take();
+        assert_eq!(
+            leader,
+            vec![
+                WebhookEvent::ChannelOccupied {
+                    channel: "presence-room".into()
+                },
+                WebhookEvent::MemberAdded {
+                    channel: "presence-room".into(),
+                    user_id: "ann".into()
+                },
+                WebhookEvent::MemberAdded {
+                    channel: "presence-room".into(),
+                    user_id: "bob".into()
+                },
+            ]
+        );
+        assert_eq!(b.webhooks.take(), vec![]);
+
+        b.app.disconnect(&bob);
+        carry(&mut [&mut a, &mut b]);
+        let ann_frames = drain(&mut ann_rx);
+        assert_eq!(count(&ann_frames, "member_removed"), 1);
+        assert_eq!(
+            a.webhooks.take(),
+            vec![WebhookEvent::MemberRemoved {
+                channel: "presence-room".into(),
+                user_id: "bob".into()
+            }]
+        );
+        a.app.disconnect(&ann);
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(
+            a.webhooks.take(),
+            vec![
+                WebhookEvent::MemberRemoved {
+                    channel: "presence-room".into(),
+                    user_id: "ann".into()
+                },
+                WebhookEvent::ChannelVacated {
+                    channel: "presence-room".into()
+                },
+            ]
+        );
+        assert!(b.app.channels("").is_empty() && a.app.channels("").is_empty());
+    }
+
+    #[test]
+    fn a_user_on_two_nodes_is_removed_after_the_last_connection() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let mut c = node(3, false, |_| {});
+        let (watcher, mut watcher_rx) = c.app.connect().unwrap();
+        c.app
+            .subscribe(&watcher, "presence-room", member("carol"))
+            .unwrap();
+        let (ann_a, _) = a.app.connect().unwrap();
+        let (ann_b, _) = b.app.connect().unwrap();
+        a.app
+            .subscribe(&ann_a, "presence-room", member("ann"))
+            .unwrap();
+        carry(&mut [&mut a, &mut b, &mut c]);
+        b.app
+            .subscribe(&ann_b, "presence-room", member("ann"))
+            .unwrap();
+        carry(&mut [&mut a, &mut b, &mut c]);
+        a.app.disconnect(&ann_a);
+        carry(&mut [&mut a, &mut b, &mut c]);
+        let frames = drain(&mut watcher_rx);
+        assert_eq!(count(&frames, "member_added"), 1, "{frames:?}");
+        assert_eq!(count(&frames, "member_removed"), 0);
+        b.app.disconnect(&ann_b);
+        carry(&mut [&mut a, &mut b, &mut c]);
+        assert_eq!(count(&drain(&mut watcher_rx), "member_removed"), 1);
+    }
+
+    #[test]
+    fn the_member_limit_counts_the_cluster() {
+        let mut a = node(1, true, |c| c.max_presence_members = 2);
+        let mut b = node(2, false, |c| c.max_presence_members = 2);
+        let (ann, _) = a.app.connect().unwrap();
+        let (bob, _) = a.app.connect().unwrap();
+        a.app
+            .subscribe(&ann, "presence-room", member("ann"))
+            .unwrap();
+        a.app
+            .subscribe(&bob, "presence-room", member("bob"))
+            .unwrap();
+        carry(&mut [&mut a, &mut b]);
+        let (cat, _) = b.app.connect().unwrap();
+        assert_eq!(
+            b.app.subscribe(&cat, "presence-room", member("cat")),
+            Err(SubscribeError::PresenceFull(2))
+        );
+        // A member already present elsewhere may join on another node.
+        let (ann_again, _) = b.app.connect().unwrap();
+        b.app
+            .subscribe(&ann_again, "presence-room", member("ann"))
+            .unwrap();
+    }
+
+    #[test]
+    fn events_reach_every_node_but_the_excluded_socket() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let (one, mut one_rx) = b.app.connect().unwrap();
+        let (two, mut two_rx) = b.app.connect().unwrap();
+        b.app.subscribe(&one, "news", None).unwrap();
+        b.app.subscribe(&two, "news", None).unwrap();
+        carry(&mut [&mut a, &mut b]);
+        drain(&mut one_rx);
+        drain(&mut two_rx);
+        assert_eq!(a.app.channel_info("news").subscription_count, Some(2));
+        let frame = protocol::frame("update", Some("news"), "{}".to_owned());
+        assert_eq!(a.app.publish("news", &frame, Some(&two)), 0, "none here");
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(count(&drain(&mut one_rx), "update"), 1);
+        assert_eq!(count(&drain(&mut two_rx), "update"), 0);
+        // The channel was occupied by b's subscribers: the leader said so once.
+        assert_eq!(
+            a.webhooks.take(),
+            vec![WebhookEvent::ChannelOccupied {
+                channel: "news".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_forgotten_node_takes_its_members_and_subscribers_with_it() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let (ann, mut ann_rx) = a.app.connect().unwrap();
+        a.app
+            .subscribe(&ann, "presence-room", member("ann"))
+            .unwrap();
+        let (bob, _) = b.app.connect().unwrap();
+        b.app
+            .subscribe(&bob, "presence-room", member("bob"))
+            .unwrap();
+        b.app.subscribe(&bob, "other", None).unwrap();
+        carry(&mut [&mut a, &mut b]);
+        drain(&mut ann_rx);
+        a.webhooks.take();
+        // b dies: a forgets it (as its node does when the lease lapses).
+        a.app.apply_peer_snapshot(b.id, &[]);
+        assert_eq!(count(&drain(&mut ann_rx), "member_removed"), 1);
+        assert_eq!(a.app.presence_users("presence-room"), ["ann"]);
+        assert_eq!(a.app.channel_info("other").occupied, Some(false));
+        let mut webhooks = a.webhooks.take();
+        webhooks.sort_by_key(|w| format!("{w:?}"));
+        assert_eq!(
+            webhooks,
+            vec![
+                WebhookEvent::ChannelVacated {
+                    channel: "other".into()
+                },
+                WebhookEvent::MemberRemoved {
+                    channel: "presence-room".into(),
+                    user_id: "bob".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_brings_a_new_node_up_to_date() {
+        let mut a = node(1, true, |_| {});
+        let (ann, _) = a.app.connect().unwrap();
+        a.app
+            .subscribe(&ann, "presence-room", member("ann"))
+            .unwrap();
+        while a.reports.try_recv().is_ok() {}
+        let mut b = node(2, false, |_| {});
+        a.app.report_snapshot();
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(b.app.presence_users("presence-room"), ["ann"]);
+        assert_eq!(b.app.channels("presence-").len(), 1);
+    }
+
+    #[test]
+    fn terminating_a_user_reaches_every_node() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let (socket, _rx) = b.app.connect().unwrap();
+        b.app.sign_in(&socket, "ann");
+        assert_eq!(a.app.terminate_user("ann"), 0);
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(b.app.connection_count(), 0);
     }
 }

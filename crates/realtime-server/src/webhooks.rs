@@ -50,6 +50,13 @@ impl WebhookQueue {
         WebhookQueue { commands }
     }
 
+    /// A queue whose events are only recorded, for tests of what is sent.
+    #[cfg(test)]
+    pub(crate) fn recorder() -> (Self, Recorded) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        (WebhookQueue { commands }, Recorded(receiver))
+    }
+
     /// Queues one event.
     pub fn push(&self, event: WebhookEvent) {
         // A closed queue means the dispatcher is gone at shutdown; nothing to do.
@@ -63,6 +70,24 @@ impl WebhookQueue {
         if self.commands.send(Command::Flush(done)).is_ok() {
             let _ = wait.await;
         }
+    }
+}
+
+/// What a [`WebhookQueue::recorder`] was given.
+#[cfg(test)]
+pub(crate) struct Recorded(mpsc::UnboundedReceiver<Command>);
+
+#[cfg(test)]
+impl Recorded {
+    /// The events pushed since the last call.
+    pub(crate) fn take(&mut self) -> Vec<WebhookEvent> {
+        let mut events = Vec::new();
+        while let Ok(command) = self.0.try_recv() {
+            if let Command::Event(event) = command {
+                events.push(event);
+            }
+        }
+        events
     }
 }
 

@@ -1,3 +1,658 @@
-//! Many realtime-server nodes as one service, linked by a message bus.
+//! Many realtime-server nodes as one service, linked by a message bus
+//! (Redis pub/sub or NATS core, see [`bus`]).
+//!
+//! Every node keeps its own connections and tells the others, through the
+//! bus, what they need to answer for the whole cluster: each event published
+//! on it (delivered by every node to its own subscribers), each change of a
+//! channel's subscriber count and of a presence member's presence on it, and
+//! the terminations of a user's connections. Each node thus holds a view of
+//! the others ([`view::RemoteView`]) and answers queries, presence lists and
+//! the 100-member limit from it at once, without asking anyone: a dead or
+//! slow node cannot hold a query up.
+//!
+//! Reports are absolute (this channel has 3 subscribers here), sent in
+//! order, and numbered per node: a node that sees a gap in another's numbers
+//! (a payload the bus dropped) asks it for a snapshot of everything it holds,
+//! and a node that connects (at start-up, or when the bus comes back) sends
+//! its snapshot and asks for everyone else's. A node that is silent for
+//! [`LEASE`] is dead: the others forget what it held, which sends
+//! `member_removed` (and the webhooks) for its users who have no connection
+//! left anywhere. Webhooks of cluster-wide changes (a channel occupied or
+//! vacated, a member added or removed) are sent by one node, the leader (the
+//! live node with the smallest id), from its own view, so the cluster sends
+//! each once; `client_event` webhooks are sent by the node of the sender.
 
 pub mod bus;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::registry::App;
+use bus::{BusError, BusEvent, BusObserver};
+use view::ChannelReport;
+pub use view::NodeId;
+
+/// How often a node tells the others it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a node may stay silent before the others take it for dead.
+/// Five heartbeats: a node under load may miss a few, and a dead one is
+/// forgotten well within 10 s.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// Reports waiting for the bus; beyond, reports are dropped and the node
+/// sends a snapshot once it catches up, so a bus slower than the node's
+/// clients costs completeness for a moment, never unbounded memory.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// Reports sent as one bus payload at most, so one payload stays well under
+/// [`bus::MAX_PAYLOAD`] in the usual case (larger ones are split).
+const BATCH_REPORTS: usize = 256;
+
+/// What a node tells the others. Field names are short: every event
+/// published crosses the bus in one of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Report {
+    /// A node connected: every node sends it a snapshot.
+    #[serde(rename = "hello")]
+    Hello,
+    /// A node is alive; `at` (its clock, in microseconds) times the bus round trip.
+    #[serde(rename = "beat")]
+    Heartbeat {
+        /// When it was sent, on the sender's clock.
+        at: u64,
+    },
+    /// A node asks for snapshots: of one node (`node`), or of all.
+    #[serde(rename = "sync")]
+    SyncRequest {
+        /// The node asked, or every node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeId>,
+    },
+    /// An event for the subscribers of `channel` but the socket `except`.
+    #[serde(rename = "pub")]
+    Publish {
+        /// The app id.
+        a: Arc<str>,
+        /// The channel.
+        c: String,
+        /// The frame, serialised once by the publishing node.
+        f: String,
+        /// The socket id excluded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        x: Option<String>,
+    },
+    /// A channel's subscribers on the sender.
+    #[serde(rename = "count")]
+    Subscribers {
+        /// The app id.
+        a: Arc<str>,
+        /// The channel.
+        c: String,
+        /// Its subscribers on the sender.
+        n: usize,
+    },
+    /// Whether a presence member has a connection on the sender.
+    #[serde(rename = "member")]
+    Member {
+        /// The app id.
+        a: Arc<str>,
+        /// The channel.
+        c: String,
+        /// The user id.
+        u: String,
+        /// Present (with its `user_info`), or gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        i: Option<Option<Value>>,
+    },
+    /// Close every connection of a user.
+    #[serde(rename = "terminate")]
+    Terminate {
+        /// The app id.
+        a: Arc<str>,
+        /// The user id.
+        u: String,
+    },
+    /// Part of a snapshot of one app's state on the sender.
+    #[serde(rename = "snap")]
+    Snapshot {
+        /// The app id.
+        a: Arc<str>,
+        /// The part's number, from 0.
+        part: u32,
+        /// Whether it is the last part.
+        last: bool,
+        /// The channels in this part.
+        channels: Vec<ChannelReport>,
+    },
+    /// The sender is shutting down: forget it now rather than after [`LEASE`].
+    #[serde(rename = "bye")]
+    Leaving,
+}
+
+/// One bus payload: reports of one node, numbered.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The sender.
+    n: NodeId,
+    /// The payload's number on the sender, from 1 after each connection.
+    s: u64,
+    /// The reports, in the order they were made.
+    r: Vec<Report>,
+}
+
+/// An app's handle on its node: where its reports go, and whether this
+/// node sends the cluster's webhooks.
+#[derive(Debug)]
+pub struct ClusterLink {
+    node: NodeId,
+    queue: mpsc::Sender<Report>,
+    leader: AtomicBool,
+    /// A report was dropped (queue full): a snapshot is due.
+    lost: AtomicBool,
+    /// Notified once the goodbye went to the bus.
+    left: tokio::sync::Notify,
+    metrics: Metrics,
+}
+
+impl ClusterLink {
+    /// A link to no bus, whose reports are left in the returned queue (for
+    /// tests of a node's state without a bus).
+    #[cfg(test)]
+    pub(crate) fn detached(node: NodeId, leader: bool) -> (Arc<Self>, mpsc::Receiver<Report>) {
+        let (queue, reports) = mpsc::channel(QUEUE_CAPACITY);
+        let link = Arc::new(ClusterLink {
+            node,
+            queue,
+            leader: AtomicBool::new(leader),
+            lost: AtomicBool::new(false),
+            left: tokio::sync::Notify::new(),
+            metrics: Metrics::new(),
+        });
+        (link, reports)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Whether this node sends the webhooks of cluster-wide changes.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Says goodbye to the other nodes, after every report queued so far,
+    /// and waits (briefly) until it left.
+    pub async fn leave(&self) {
+        if self.queue.send(Report::Leaving).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.left.notified()).await;
+    }
+
+    /// Queues a report for the other nodes. Called under the app's lock for
+    /// reports of state, so they leave in the order the changes happened.
+    pub fn report(&self, report: Report) {
+        if self.queue.try_send(report).is_err() {
+            self.metrics.cluster.dropped.inc();
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts what the bus reports of itself.
+#[derive(Debug)]
+struct Observer(Metrics);
+
+impl BusObserver for Observer {
+    fn error(&self) {
+        self.0.cluster.bus_errors.inc();
+    }
+
+    fn reconnected(&self) {
+        self.0.cluster.reconnects.inc();
+    }
+
+    fn dropped(&self) {
+        self.0.cluster.dropped.inc();
+    }
+}
+
+/// A node about to join the cluster: its link, to give to its apps, and what
+/// [`Joining::start`] needs once they exist.
+#[derive(Debug)]
+pub struct Joining {
+    link: Arc<ClusterLink>,
+    queue: mpsc::Receiver<Report>,
+    bus: Box<dyn bus::Backplane>,
+    subject: String,
+}
+
+impl std::fmt::Debug for dyn bus::Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backplane")
+    }
+}
+
+impl Joining {
+    /// A node of the cluster whose bus `url` names (`redis://host:port` or
+    /// `nats://host:port`). Nothing connects until [`Joining::start`].
+    pub fn new(url: &str, metrics: &Metrics) -> Result<Self, BusError> {
+        let bus = bus::from_url(url)?;
+        let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
+        // Random ids: a node restarted on the same port is a new node, and
+        // the others forget the old one when its lease lapses.
+        let node = rand::random::<u64>() >> 1;
+        let link = Arc::new(ClusterLink {
+            node,
+            queue: sender,
+            leader: AtomicBool::new(true),
+            lost: AtomicBool::new(false),
+            left: tokio::sync::Notify::new(),
+            metrics: metrics.clone(),
+        });
+        metrics.cluster.nodes.set(1);
+        Ok(Joining {
+            link,
+            queue,
+            bus,
+            subject: "realtime-cluster".to_owned(),
+        })
+    }
+
+    /// The link each app of this node reports through.
+    pub fn link(&self) -> Arc<ClusterLink> {
+        self.link.clone()
+    }
+
+    /// Connects to the bus and runs the node, in tasks of the current tokio
+    /// runtime, for as long as `apps` live.
+    pub fn start(self, apps: Vec<Arc<App>>, metrics: Metrics) {
+        let (outgoing, bus_queue) = mpsc::channel(1024);
+        let (incoming_sender, incoming) = mpsc::unbounded_channel();
+        let observer = Arc::new(Observer(metrics.clone()));
+        tokio::spawn(
+            self.bus
+                .run(self.subject, bus_queue, incoming_sender, observer),
+        );
+        let node = Node {
+            link: self.link,
+            apps: apps
+                .into_iter()
+                .map(|app| (Arc::from(app.config().credentials.app_id()), app))
+                .collect(),
+            metrics,
+            connected: false,
+            seq: 0,
+            peers: HashMap::new(),
+            parts: HashMap::new(),
+            started: Instant::now(),
+            outgoing,
+        };
+        tokio::spawn(node.run(self.queue, incoming));
+    }
+}
+
+/// What a node knows of another.
+#[derive(Debug)]
+struct Peer {
+    last_seq: u64,
+    last_seen: Instant,
+}
+
+/// The task that carries an app's reports to the bus and the others'
+/// reports to the apps.
+struct Node {
+    link: Arc<ClusterLink>,
+    apps: HashMap<Arc<str>, Arc<App>>,
+    metrics: Metrics,
+    connected: bool,
+    seq: u64,
+    peers: HashMap<NodeId, Peer>,
+    /// Snapshot parts received so far, by sender and app.
+    parts: HashMap<(NodeId, Arc<str>), Vec<ChannelReport>>,
+    started: Instant,
+    outgoing: mpsc::Sender<Vec<u8>>,
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Report>,
+        mut incoming: mpsc::UnboundedReceiver<BusEvent>,
+    ) {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                report = queue.recv() => {
+                    let Some(report) = report else { break };
+                    let mut batch = vec![report];
+                    while batch.len() < BATCH_REPORTS {
+                        match queue.try_recv() {
+                            Ok(report) => batch.push(report),
+                            Err(_) => break,
+                        }
+                    }
+                    let leaving = batch.contains(&Report::Leaving);
+                    self.send(batch).await;
+                    if leaving {
+                        self.link.left.notify_one();
+                        break;
+                    }
+                }
+                event = incoming.recv() => {
+                    let Some(event) = event else { break };
+                    self.on_bus(event).await;
+                }
+                _ = beat.tick() => self.on_beat().await,
+            }
+        }
+    }
+
+    /// Sends reports in as few payloads as fit, or drops them when the bus
+    /// is away (the snapshot sent on reconnection replaces them).
+    async fn send(&mut self, reports: Vec<Report>) {
+        if !self.connected {
+            self.metrics.cluster.dropped.inc_by(reports.len() as u64);
+            return;
+        }
+        for envelope in self.envelopes(reports) {
+            let Ok(payload) = serde_json::to_vec(&envelope) else {
+                continue;
+            };
+            self.metrics.cluster.payloads_out.inc();
+            self.metrics
+                .cluster
+                .reports_out
+                .inc_by(envelope.r.len() as u64);
+            if self.outgoing.send(payload).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Splits reports into numbered envelopes under the bus's payload size.
+    fn envelopes(&mut self, reports: Vec<Report>) -> Vec<Envelope> {
+        let mut envelopes = Vec::new();
+        let mut current = Vec::new();
+        let mut size = 0;
+        for report in reports {
+            let report_size = estimated_size(&report);
+            if !current.is_empty() && size + report_size > bus::MAX_PAYLOAD / 2 {
+                envelopes.push(std::mem::take(&mut current));
+                size = 0;
+            }
+            size += report_size;
+            current.push(report);
+        }
+        if !current.is_empty() {
+            envelopes.push(current);
+        }
+        envelopes
+            .into_iter()
+            .map(|r| {
+                self.seq += 1;
+                Envelope {
+                    n: self.link.node,
+                    s: self.seq,
+                    r,
+                }
+            })
+            .collect()
+    }
+
+    async fn on_bus(&mut self, event: BusEvent) {
+        match event {
+            BusEvent::Connected => {
+                self.connected = true;
+                self.metrics.cluster.connected.set(1);
+                // Peers could not be heard while the bus was away: their
+                // leases start again now.
+                let now = Instant::now();
+                for peer in self.peers.values_mut() {
+                    peer.last_seen = now;
+                }
+                self.link.report(Report::Hello);
+                self.snapshot_all();
+            }
+            BusEvent::Disconnected => {
+                self.connected = false;
+                self.metrics.cluster.connected.set(0);
+            }
+            BusEvent::Message(payload) => self.on_payload(&payload),
+        }
+    }
+
+    fn on_payload(&mut self, payload: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) else {
+            self.metrics.cluster.bus_errors.inc();
+            return;
+        };
+        if envelope.n == self.link.node {
+            for report in &envelope.r {
+                if let Report::Heartbeat { at } = report {
+                    let now = self.started.elapsed().as_micros() as u64;
+                    let round_trip = now.saturating_sub(*at) as f64 / 1e6;
+                    self.metrics.cluster.round_trip.observe(round_trip);
+                }
+            }
+            return;
+        }
+        self.metrics
+            .cluster
+            .reports_in
+            .inc_by(envelope.r.len() as u64);
+        let now = Instant::now();
+        let says_hello = envelope.r.first() == Some(&Report::Hello);
+        match self.peers.get_mut(&envelope.n) {
+            Some(peer) => {
+                if envelope.s <= peer.last_seq && !says_hello {
+                    // Older than what was applied already.
+                    return;
+                }
+                if envelope.s != peer.last_seq + 1 && !says_hello {
+                    self.metrics.cluster.gaps.inc();
+                    self.link.report(Report::SyncRequest {
+                        node: Some(envelope.n),
+                    });
+                }
+                peer.last_seq = envelope.s;
+                peer.last_seen = now;
+            }
+            None => {
+                self.peers.insert(
+                    envelope.n,
+                    Peer {
+                        last_seq: envelope.s,
+                        last_seen: now,
+                    },
+                );
+                if !says_hello {
+                    // Joined after it: its snapshot tells what it holds.
+                    self.link.report(Report::SyncRequest {
+                        node: Some(envelope.n),
+                    });
+                }
+                self.peers_changed();
+            }
+        }
+        for report in envelope.r {
+            self.apply(envelope.n, report);
+        }
+    }
+
+    fn apply(&mut self, from: NodeId, report: Report) {
+        match report {
+            Report::Hello => self.snapshot_all(),
+            Report::Heartbeat { .. } => {}
+            Report::SyncRequest { node } => {
+                if node.is_none_or(|n| n == self.link.node) {
+                    self.snapshot_all();
+                }
+            }
+            Report::Publish { ref a, .. }
+            | Report::Subscribers { ref a, .. }
+            | Report::Member { ref a, .. }
+            | Report::Terminate { ref a, .. } => {
+                if let Some(app) = self.apps.get(a).cloned() {
+                    apply_to_app(&app, from, report);
+                }
+            }
+            Report::Snapshot {
+                a,
+                part,
+                last,
+                channels,
+            } => {
+                let key = (from, a);
+                let held = self.parts.entry(key.clone()).or_default();
+                if part == 0 {
+                    held.clear();
+                }
+                held.extend(channels);
+                if last {
+                    let channels = self.parts.remove(&key).unwrap_or_default();
+                    if let Some(app) = self.apps.get(&key.1) {
+                        app.apply_peer_snapshot(from, &channels);
+                    }
+                }
+            }
+            Report::Leaving => self.forget(from),
+        }
+    }
+
+    async fn on_beat(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let at = self.started.elapsed().as_micros() as u64;
+        self.send(vec![Report::Heartbeat { at }]).await;
+        let dead: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.last_seen.elapsed() > LEASE)
+            .map(|(node, _)| *node)
+            .collect();
+        for node in dead {
+            tracing::warn!(
+                node = format!("{node:x}"),
+                "cluster node silent past its lease: forgotten"
+            );
+            self.metrics.cluster.nodes_lost.inc();
+            self.forget(node);
+        }
+        if self.link.lost.swap(false, Ordering::Relaxed) {
+            self.snapshot_all();
+        }
+    }
+
+    /// Forgets everything a node held: it is gone.
+    fn forget(&mut self, node: NodeId) {
+        self.peers.remove(&node);
+        self.parts.retain(|(from, _), _| *from != node);
+        for app in self.apps.values() {
+            app.apply_peer_snapshot(node, &[]);
+        }
+        self.peers_changed();
+    }
+
+    fn peers_changed(&self) {
+        let leader = self.peers.keys().all(|peer| *peer > self.link.node);
+        self.link.leader.store(leader, Ordering::Relaxed);
+        self.metrics.cluster.nodes.set(self.peers.len() as i64 + 1);
+    }
+
+    /// Queues a snapshot of every app, each taken under its app's lock so it
+    /// is in order with the app's reports.
+    fn snapshot_all(&self) {
+        for app in self.apps.values() {
+            app.report_snapshot();
+        }
+    }
+}
+
+/// Applies another node's report about one app's state or events to this
+/// node's app (node-level reports are the node's own business).
+pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report) {
+    match report {
+        Report::Publish { c, f, x, .. } => {
+            app.deliver(&c, &f.into(), x.as_deref());
+        }
+        Report::Subscribers { c, n, .. } => app.apply_peer_subscribers(from, &c, n),
+        Report::Member { c, u, i, .. } => app.apply_peer_member(from, &c, &u, i),
+        Report::Terminate { u, .. } => {
+            app.terminate_local(&u);
+        }
+        Report::Snapshot { channels, .. } => app.apply_peer_snapshot(from, &channels),
+        Report::Hello | Report::Heartbeat { .. } | Report::SyncRequest { .. } | Report::Leaving => {
+        }
+    }
+}
+
+/// Roughly how many bytes a report takes on the bus.
+fn estimated_size(report: &Report) -> usize {
+    match report {
+        Report::Publish { c, f, x, .. } => {
+            // A frame is JSON inside JSON: its quotes get escaped.
+            48 + c.len() + f.len() * 5 / 4 + x.as_ref().map_or(0, String::len)
+        }
+        Report::Snapshot { channels, .. } => 64 + channels.iter().map(channel_size).sum::<usize>(),
+        Report::Member { c, u, i, .. } => {
+            64 + c.len() + u.len() + info_size(i.as_ref().and_then(Option::as_ref))
+        }
+        _ => 64,
+    }
+}
+
+fn info_size(info: Option<&Value>) -> usize {
+    info.map_or(4, |i| i.to_string().len())
+}
+
+fn channel_size(channel: &ChannelReport) -> usize {
+    32 + channel.channel.len()
+        + channel
+            .members
+            .iter()
+            .map(|(u, i)| 8 + u.len() + info_size(i.as_ref()))
+            .sum::<usize>()
+}
+
+/// Splits a snapshot of one app's `channels` into reports that each fit a payload.
+pub fn snapshot_reports(app: Arc<str>, channels: Vec<ChannelReport>) -> Vec<Report> {
+    let mut parts: Vec<Vec<ChannelReport>> = vec![Vec::new()];
+    let mut size = 0;
+    for channel in channels {
+        let channel_size = channel_size(&channel);
+        if size + channel_size > bus::MAX_PAYLOAD / 2 && parts.last().is_some_and(|p| !p.is_empty())
+        {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += channel_size;
+        if let Some(part) = parts.last_mut() {
+            part.push(channel);
+        }
+    }
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(n, channels)| Report::Snapshot {
+            a: app.clone(),
+            part: n as u32,
+            last: n + 1 == count,
+            channels,
+        })
+        .collect()
+}
