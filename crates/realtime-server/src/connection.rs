@@ -18,7 +18,7 @@ use crate::outbox::{Outbound, OutboxReceiver};
 use crate::protocol::{
     self, code, ClientFrame, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData,
 };
-use crate::registry::{App, ConnectError, Removal, SubscribeError};
+use crate::registry::{App, ConnectError, SubscribeError};
 use crate::Server;
 
 /// What the reading task ([`read_frames`]) should do after a frame.
@@ -428,48 +428,31 @@ pub async fn wrong_path(req: HttpRequest) -> actix_web::Result<HttpResponse> {
     refuse_upgrade(handshake, code::PATH_NOT_FOUND, "Path not found")
 }
 
-/// Time between two steps of a teardown: at most
-/// [`crate::registry::LEAVE_STEP`] channels per millisecond, so 10,000
-/// channels take about 40 ms (their `member_removed` and `channel_vacated`
-/// come that much later; webhooks wait seconds anyway).
-pub const TEARDOWN_PACE: Duration = Duration::from_millis(1);
-
-/// Removes a connection from its app when its reading task ends: in paced
-/// steps ([`Leaving::leave`]), or, if the task ends otherwise (a panic, the
-/// runtime stopping), all at once when dropped.
+/// Removes a connection from its app when its reading task ends, or, if the
+/// task ends otherwise (a panic, the runtime stopping), when dropped. The
+/// app tears it down in paced steps either way (see
+/// [`crate::registry::TEARDOWN_PACE`]).
 struct Leaving {
     app: Arc<App>,
     socket_id: Arc<str>,
-    began: bool,
-    /// What is left of the removal once it began.
-    removal: Option<Removal>,
+    done: bool,
 }
 
 impl Leaving {
     /// Removes the connection, sending `last` after what is already queued.
-    /// The connection is gone from the first step (it receives nothing);
-    /// its channels are then left [`crate::registry::LEAVE_STEP`] at a time,
-    /// one step per [`TEARDOWN_PACE`], with the lock and the worker thread
-    /// free between steps. Nobody waits for this work, so it is spread out:
-    /// a connection with many channels then costs the others neither the
-    /// lock nor, on a busy machine, the CPU they need meanwhile.
-    async fn leave(&mut self, last: Option<Outbound>) {
-        self.began = true;
-        self.removal = self.app.begin_removal(&self.socket_id, last);
-        while let Some(removal) = self.removal.as_mut().filter(|r| !r.is_done()) {
-            tokio::time::sleep(TEARDOWN_PACE).await;
-            self.app.continue_removal(removal);
+    fn leave(&mut self, last: Option<Outbound>) {
+        self.done = true;
+        match last {
+            Some(last) => self.app.close(&self.socket_id, last),
+            None => self.app.disconnect(&self.socket_id),
         }
-        self.removal = None;
     }
 }
 
 impl Drop for Leaving {
     fn drop(&mut self) {
-        if !self.began {
+        if !self.done {
             self.app.disconnect(&self.socket_id);
-        } else if let Some(removal) = self.removal.take() {
-            self.app.finish_removal(removal);
         }
     }
 }
@@ -487,8 +470,7 @@ async fn read_frames(
     let mut leaving = Leaving {
         app: app.clone(),
         socket_id: connection.socket_id.clone(),
-        began: false,
-        removal: None,
+        done: false,
     };
     let activity_timeout = app.config().activity_timeout;
     let pong_timeout = app.config().pong_timeout();
@@ -545,7 +527,5 @@ async fn read_frames(
         }
     };
     // Frames queued before the close are still sent, then the close.
-    leaving
-        .leave(close.map(|(code, reason)| Outbound::CloseFrame(code, reason)))
-        .await;
+    leaving.leave(close.map(|(code, reason)| Outbound::CloseFrame(code, reason)));
 }

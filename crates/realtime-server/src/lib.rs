@@ -98,10 +98,16 @@ impl Server {
                     )
                 });
                 let app = App::new(config, metrics.clone(), webhooks);
-                Arc::new(match &cluster {
+                let app = Arc::new(match &cluster {
                     Some(link) => app.with_cluster(link.clone()),
                     None => app,
-                })
+                });
+                // Outside a runtime (a test of the state alone), teardowns
+                // are finished by whoever begins them.
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    app.start_pacer();
+                }
+                app
             })
             .collect();
         Server {

@@ -164,7 +164,7 @@ pub struct OutboxReceiver {
     /// The open connection this reading end stands for, if counted.
     open: Option<OpenConnections>,
     /// Its place among its client address's connections, if counted.
-    address: Option<AddressSlot>,
+    address: Option<Arc<AddressSlot>>,
 }
 
 /// How many connections are open: one per counted outbox whose reading end
@@ -334,7 +334,7 @@ impl OutboxSender {
 impl OutboxReceiver {
     /// Keeps `slot` until this reading end is dropped, as its connection's
     /// place among its address's.
-    pub fn hold_address(&mut self, slot: AddressSlot) {
+    pub fn hold_address(&mut self, slot: Arc<AddressSlot>) {
         self.address = Some(slot);
     }
 

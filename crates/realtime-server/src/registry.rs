@@ -7,13 +7,14 @@
 //! the lock for long: a leaving connection lets go of its channels a step at
 //! a time ([`LEAVE_STEP`]).
 
-use std::collections::{hash_set, HashMap, HashSet};
+use std::collections::{hash_set, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use bytestring::ByteString;
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
 use serde_json::Value;
 
@@ -22,8 +23,8 @@ use crate::cluster::{ClusterLink, NodeId, Report};
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::outbox::{
-    AddressConnections, OpenConnections, Outbound, OutboxReceiver, OutboxSender, TextFrame,
-    TrySendError,
+    AddressConnections, AddressSlot, OpenConnections, Outbound, OutboxReceiver, OutboxSender,
+    TextFrame, TrySendError,
 };
 use crate::protocol;
 use crate::webhooks::WebhookQueue;
@@ -37,6 +38,14 @@ pub const OUTBOX_CAPACITY: usize = 512;
 /// many channels delays another client's call by one step at most (a few
 /// hundred microseconds), not by its whole teardown.
 pub const LEAVE_STEP: usize = 256;
+
+/// Time between two steps of the teardowns in progress: at most
+/// [`LEAVE_STEP`] channels per millisecond, so 10,000 channels take about
+/// 40 ms (their `member_removed` and `channel_vacated` come that much later;
+/// webhooks wait seconds anyway). Nobody waits for this work, so it is spread
+/// out: a connection with many channels costs the others neither the lock
+/// nor, on a busy machine, the CPU they need meanwhile.
+pub const TEARDOWN_PACE: Duration = Duration::from_millis(1);
 
 /// A presence member: one user, on one or more connections.
 #[derive(Debug, Clone)]
@@ -67,6 +76,9 @@ struct Connection {
     outbox: OutboxSender,
     channels: HashSet<Arc<str>>,
     user_id: Option<Arc<str>>,
+    /// Its place among its address's, shared with its socket: given back
+    /// once both the socket has ended and its teardown is done.
+    address: Option<Arc<AddressSlot>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,17 +116,14 @@ pub enum ConnectError {
 pub struct Removal {
     socket_id: Arc<str>,
     channels: hash_set::IntoIter<Arc<str>>,
+    /// Held until every channel is left (see [`Connection::address`]).
+    _address: Option<Arc<AddressSlot>>,
 }
 
 impl Removal {
     /// Whether every channel was left.
     pub fn is_done(&self) -> bool {
         self.channels.len() == 0
-    }
-
-    /// Channels still to leave.
-    pub fn channels_left(&self) -> usize {
-        self.channels.len()
     }
 }
 
@@ -134,6 +143,12 @@ pub struct App {
     next_socket: AtomicU64,
     metrics: Metrics,
     webhooks: Option<WebhookQueue>,
+    /// Teardowns begun and not finished, continued one step per
+    /// [`TEARDOWN_PACE`] by the app's pacer ([`App::start_pacer`]) and
+    /// finished at once by [`App::close_all`].
+    removals: Mutex<VecDeque<Removal>>,
+    /// Wakes the pacer, once it runs.
+    pacer: OnceLock<Arc<tokio::sync::Notify>>,
     /// Called between the steps of a connection's teardown, lock released.
     #[cfg(test)]
     between_steps: std::sync::OnceLock<tests::StepHook>,
@@ -152,6 +167,8 @@ impl App {
             next_socket: AtomicU64::new(rand::random::<u32>() as u64),
             metrics,
             webhooks,
+            removals: Mutex::new(VecDeque::new()),
+            pacer: OnceLock::new(),
             #[cfg(test)]
             between_steps: std::sync::OnceLock::new(),
         }
@@ -267,8 +284,9 @@ impl App {
             .open
             .outbox(OUTBOX_CAPACITY, self.config.max_connections)
             .ok_or(ConnectError::OverCapacity)?;
-        if let Some(slot) = slot {
-            receiver.hold_address(slot);
+        let address = slot.map(Arc::new);
+        if let Some(slot) = &address {
+            receiver.hold_address(slot.clone());
         }
         let socket_id = self.new_socket_id();
         let mut state = self.write();
@@ -278,6 +296,7 @@ impl App {
                 outbox,
                 channels: HashSet::new(),
                 user_id: None,
+                address,
             },
         );
         self.metrics.connections.set(state.connections.len() as i64);
@@ -348,12 +367,21 @@ impl App {
         self.remove(socket_id, None);
     }
 
-    /// Removes a connection in bounded steps on this thread (see
-    /// [`App::begin_removal`]).
+    /// Removes a connection in bounded steps (see [`App::begin_removal`]):
+    /// the first now, the rest by the app's pacer if it runs, else at once
+    /// on this thread.
     fn remove(&self, socket_id: &str, last: Option<Outbound>) {
         let Some(mut removal) = self.begin_removal(socket_id, last) else {
             return;
         };
+        if removal.is_done() {
+            return;
+        }
+        if let Some(pacer) = self.pacer.get() {
+            self.removals.lock().push_back(removal);
+            pacer.notify_one();
+            return;
+        }
         while !removal.is_done() {
             #[cfg(test)]
             if let Some(hook) = self.between_steps.get() {
@@ -361,6 +389,47 @@ impl App {
             }
             self.continue_removal(&mut removal);
         }
+    }
+
+    /// Starts the task that continues this app's teardowns, one step per
+    /// [`TEARDOWN_PACE`] (needs a tokio runtime). Until it runs, teardowns
+    /// are finished by whoever begins them. It ends with the app.
+    pub fn start_pacer(self: &Arc<Self>) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if self.pacer.set(wake.clone()).is_ok() {
+            tokio::spawn(pace_removals(Arc::downgrade(self), wake));
+        }
+    }
+
+    /// Takes one step of the oldest teardown in progress; answers whether
+    /// any is left.
+    fn step_removals(&self) -> bool {
+        let Some(mut removal) = self.removals.lock().pop_front() else {
+            return false;
+        };
+        #[cfg(test)]
+        if let Some(hook) = self.between_steps.get() {
+            (hook.0)(self);
+        }
+        self.continue_removal(&mut removal);
+        let mut removals = self.removals.lock();
+        if !removal.is_done() {
+            removals.push_back(removal);
+        }
+        !removals.is_empty()
+    }
+
+    /// Finishes every teardown in progress on this thread: their
+    /// `member_removed`, `channel_vacated` and reports all go out now.
+    pub fn finish_removals(&self) {
+        while let Some(removal) = self.removals.lock().pop_front() {
+            self.finish_removal(removal);
+        }
+    }
+
+    /// Teardowns begun and not finished.
+    pub fn removals_in_progress(&self) -> usize {
+        self.removals.lock().len()
     }
 
     /// Starts removing a connection, as [`App::disconnect`] (no `last`) or
@@ -395,6 +464,7 @@ impl App {
             let mut removal = Removal {
                 socket_id: socket_key,
                 channels: conn.channels.into_iter(),
+                _address: conn.address,
             };
             self.leave_step(state, &mut removal, &mut deliveries);
             if !removal.is_done() {
@@ -878,12 +948,15 @@ impl App {
         self.read().connections.len()
     }
 
-    /// Tells every connection to reconnect (the server is going away).
+    /// Tells every connection to reconnect (the server is going away), and
+    /// finishes every teardown, so that what they send (webhooks, reports to
+    /// the cluster) is queued when this returns.
     pub fn close_all(&self, code: u16, reason: &str) {
         let sockets: Vec<Arc<str>> = self.read().connections.keys().cloned().collect();
         for socket in sockets {
             self.close(&socket, Outbound::Close(code, reason.to_owned()));
         }
+        self.finish_removals();
     }
 
     /// Another node's subscriber count of a channel is now `count`.
@@ -1031,6 +1104,24 @@ impl App {
             self.disconnect_slow(&socket);
         }
         deliveries.queued
+    }
+}
+
+/// Continues an app's teardowns one step per [`TEARDOWN_PACE`] whenever
+/// there are any, until the app is gone.
+async fn pace_removals(app: Weak<App>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(app) = app.upgrade() else {
+                return;
+            };
+            if !app.step_removals() {
+                break;
+            }
+            drop(app);
+            tokio::time::sleep(TEARDOWN_PACE).await;
+        }
     }
 }
 
@@ -1272,6 +1363,100 @@ mod tests {
         assert_eq!(app.metrics().channels.get(), (steps + 1) as i64);
     }
 
+    /// An app as a server runs it: its teardowns paced by its own task.
+    fn paced_app(change: impl FnOnce(&mut AppConfig)) -> (Arc<App>, crate::webhooks::Recorded) {
+        let mut config = AppConfig::new(Credentials::new("1", "key", "secret"));
+        change(&mut config);
+        let (queue, recorded) = crate::webhooks::WebhookQueue::recorder();
+        let app = Arc::new(App::new(config, Metrics::new(), Some(queue)));
+        app.start_pacer();
+        (app, recorded)
+    }
+
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_by_the_server_is_paced_like_a_client_leaving() {
+        let (app, mut webhooks) = paced_app(|c| c.max_channels_per_connection = usize::MAX);
+        let (socket, mut rx) = app.connect().unwrap();
+        for i in 0..3 * LEAVE_STEP {
+            app.subscribe(&socket, &format!("ch-{i}"), None).unwrap();
+            drain(&mut rx);
+        }
+        webhooks.take();
+        let reason = "Too slow".to_owned();
+        app.close(
+            &socket,
+            Outbound::Close(protocol::code::OVER_CAPACITY, reason),
+        );
+        // Only the first step ran on the caller's thread.
+        assert_eq!(app.connection_count(), 0);
+        assert_eq!(app.removals_in_progress(), 1);
+        assert_eq!(app.channels("").len(), 2 * LEAVE_STEP);
+        wait_for("the pacer", || app.removals_in_progress() == 0).await;
+        assert!(app.channels("").is_empty());
+        assert_eq!(
+            webhooks.take().len(),
+            3 * LEAVE_STEP,
+            "one channel_vacated each"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_all_finishes_every_teardown_before_it_returns() {
+        let (app, mut webhooks) = paced_app(|c| c.max_channels_per_connection = usize::MAX);
+        for _ in 0..3 {
+            let (socket, mut rx) = app.connect().unwrap();
+            for i in 0..2 * LEAVE_STEP {
+                app.subscribe(&socket, &format!("{socket}-{i}"), None)
+                    .unwrap();
+                drain(&mut rx);
+            }
+        }
+        webhooks.take();
+        app.close_all(protocol::code::RECONNECT_NOW, "Server shutting down");
+        // Nothing left for later: the webhooks are queued, ready for the flush.
+        assert_eq!(app.removals_in_progress(), 0);
+        assert!(app.channels("").is_empty());
+        assert_eq!(webhooks.take().len(), 3 * 2 * LEAVE_STEP);
+    }
+
+    #[tokio::test]
+    async fn an_address_keeps_its_place_until_the_teardown_is_done() {
+        let address: IpAddr = "192.0.2.7".parse().unwrap();
+        let (app, _webhooks) = paced_app(|c| {
+            c.max_channels_per_connection = usize::MAX;
+            c.max_connections_per_address = 1;
+        });
+        let (socket, mut receiver) = app.connect_from(Some(address)).unwrap();
+        for i in 0..4 * LEAVE_STEP {
+            app.subscribe(&socket, &format!("ch-{i}"), None).unwrap();
+            drain(&mut receiver);
+        }
+        // The socket ends first, then the app removes the connection.
+        drop(receiver);
+        app.disconnect(&socket);
+        if app.removals_in_progress() > 0 {
+            assert_eq!(app.open_connections_from(address), 1);
+            assert_eq!(
+                app.connect_from(Some(address)).err(),
+                Some(ConnectError::TooManyFromAddress)
+            );
+        }
+        wait_for("the teardown", || app.removals_in_progress() == 0).await;
+        assert_eq!(app.open_connections_from(address), 0);
+        assert!(app.connect_from(Some(address)).is_ok());
+    }
+
     #[test]
     fn a_small_connection_is_removed_in_one_step() {
         let app = app();
@@ -1308,13 +1493,13 @@ mod tests {
         let here: IpAddr = "192.0.2.1".parse().unwrap();
         let there: IpAddr = "192.0.2.2".parse().unwrap();
         let (a, ra) = app.connect_from(Some(here)).unwrap();
-        let (_b, rb) = app.connect_from(Some(here)).unwrap();
+        let (b, rb) = app.connect_from(Some(here)).unwrap();
         assert_eq!(
             app.connect_from(Some(here)).map(|_| ()),
             Err(ConnectError::TooManyFromAddress)
         );
         assert_eq!(app.metrics().connections_refused_per_address.get(), 1);
-        assert!(app.connect_from(Some(there)).is_ok(), "another address");
+        let (elsewhere, _) = app.connect_from(Some(there)).expect("another address");
         assert!(
             app.connect_from(None).is_ok(),
             "an unknown address is not counted"
@@ -1324,10 +1509,16 @@ mod tests {
         assert!(app.connect_from(Some(here)).is_err());
         drop(ra);
         assert_eq!(app.open_connections_from(here), 1);
-        let (_c, rc) = app.connect_from(Some(here)).unwrap();
+        let (c, rc) = app.connect_from(Some(here)).unwrap();
+        // A socket ended but still in the app (its teardown not done) holds
+        // its place too.
         drop(rb);
         drop(rc);
+        assert_eq!(app.open_connections_from(here), 2);
+        app.disconnect(&b);
+        app.disconnect(&c);
         assert_eq!(app.open_connections_from(here), 0);
+        app.disconnect(&elsewhere);
         assert_eq!(
             app.counted_addresses(),
             0,
