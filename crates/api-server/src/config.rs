@@ -67,6 +67,10 @@ pub struct Config {
     /// `REALTIME_MAX_CONNECTIONS_PER_ADDRESS`: the embedded server's cap on
     /// one client address's open connections (unset: realtime-server's default).
     pub realtime_max_connections_per_address: Option<usize>,
+    /// `REALTIME_CLUSTER_URL`: the bus (`redis://…` or `nats://…`) whose
+    /// cluster the embedded server joins, so that several api-server
+    /// instances are one realtime service.
+    pub realtime_cluster_url: Option<String>,
 }
 
 /// A configuration mistake, naming the variable.
@@ -169,6 +173,16 @@ impl Config {
             embedded_public_channels,
             realtime_max_channels_per_connection: count("REALTIME_MAX_CHANNELS_PER_CONNECTION")?,
             realtime_max_connections_per_address: count("REALTIME_MAX_CONNECTIONS_PER_ADDRESS")?,
+            realtime_cluster_url: match get("REALTIME_CLUSTER_URL") {
+                Some(url) => {
+                    realtime_server::cluster::bus::from_url(&url).map_err(|e| ConfigError {
+                        variable: "REALTIME_CLUSTER_URL",
+                        message: e.to_string(),
+                    })?;
+                    Some(url)
+                }
+                None => None,
+            },
             host,
             port,
             database_url,
@@ -242,6 +256,7 @@ mod tests {
             ("REALTIME_PUBLIC_CHANNELS", "maybe"),
             ("REALTIME_MAX_CHANNELS_PER_CONNECTION", "0"),
             ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "-3"),
+            ("REALTIME_CLUSTER_URL", "http://bus:1"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{value}");

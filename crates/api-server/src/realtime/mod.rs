@@ -15,7 +15,7 @@ use rand::Rng;
 use realtime_core::{
     Config as PusherConfig, Credentials, MasterKey, Publisher, Pusher, RetryPolicy, WebhookVerifier,
 };
-use realtime_server::{App as RealtimeApp, AppConfig, EmbeddedPublisher, Server};
+use realtime_server::{App as RealtimeApp, AppConfig, EmbeddedPublisher, Metrics, Server};
 use serde_json::{json, Value};
 
 use crate::config::{Config, RealtimeMode};
@@ -173,7 +173,12 @@ impl Realtime {
         if let Some(max) = config.realtime_max_connections_per_address {
             app_config.max_connections_per_address = max;
         }
-        let server = web::Data::new(Server::new(vec![app_config]));
+        let server = match &config.realtime_cluster_url {
+            Some(url) => Server::clustered(vec![app_config], Metrics::new(), url)
+                .map_err(|e| format!("REALTIME_CLUSTER_URL: {e}"))?,
+            None => Server::new(vec![app_config]),
+        };
+        let server = web::Data::new(server);
         let app = server
             .app_by_id(credentials.app_id())
             .ok_or("the embedded realtime app is missing")?;

@@ -278,10 +278,14 @@ impl Joining {
     /// Connects to the bus and runs the node, in tasks of the current tokio
     /// runtime, for as long as `apps` live.
     pub fn start(self, apps: Vec<Arc<App>>, metrics: Metrics) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("a cluster node must be started inside a tokio runtime: not joining");
+            return;
+        };
         let (outgoing, bus_queue) = mpsc::channel(1024);
         let (incoming_sender, incoming) = mpsc::unbounded_channel();
         let observer = Arc::new(Observer(metrics.clone()));
-        tokio::spawn(
+        runtime.spawn(
             self.bus
                 .run(self.subject, bus_queue, incoming_sender, observer),
         );
@@ -299,7 +303,7 @@ impl Joining {
             started: Instant::now(),
             outgoing,
         };
-        tokio::spawn(node.run(self.queue, incoming));
+        runtime.spawn(node.run(self.queue, incoming));
     }
 }
 
