@@ -126,6 +126,31 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// How many connections to `port` on this machine are open, from the
+/// clients' side (the kernel's table: what a leaked socket would show).
+fn connections_to(port: u16) -> usize {
+    const ESTABLISHED: &str = "01";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let remote_port = fields
+                        .get(2)
+                        .and_then(|address| address.rsplit(':').next())
+                        .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                    remote_port == Some(port) && fields.get(3) == Some(&ESTABLISHED)
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
 /// A subject no other test (or other user of the shared servers) uses.
 fn unique_subject() -> String {
     format!("test.bus.{:016x}", rand::thread_rng().gen::<u64>())
@@ -413,13 +438,17 @@ async fn hung_bus_is_noticed_and_rejoined(kind: Kind) {
 /// Closing `outgoing` ends run (connected, and while the bus is down), and
 /// so does closing `incoming`.
 async fn run_ends_when_its_node_lets_go(kind: Kind) {
-    let mut connected = Node::start(&kind.shared_url(), &unique_subject());
+    let port = free_port();
+    let _server = Server::start(kind, port);
+    let mut connected = Node::start(&kind.url(port), &unique_subject());
     connected.expect_state(BusEvent::Connected).await;
+    assert!(connections_to(port) >= 1);
     connected.outgoing = None;
     assert!(
         connected.ended().await,
         "{kind:?}: run() went on after outgoing closed (connected)"
     );
+    eventually("the bus's connections closed", || connections_to(port) == 0).await;
 
     let mut down = Node::start(&kind.url(free_port()), &unique_subject());
     let counters = down.counters.clone();
