@@ -305,10 +305,10 @@ async fn serve(
             () = incoming.closed() => break Ended::Closed,
         }
     };
-    if let Ended::Broken = ended {
-        if connected && incoming.send(BusEvent::Disconnected).is_ok() {
-            observer.error();
-        }
+    if let (Ended::Broken, true) = (&ended, connected) {
+        observer.error();
+        // If the node is gone too, the next `while_disconnected` ends run.
+        let _ = incoming.send(BusEvent::Disconnected);
     }
     ended
 }

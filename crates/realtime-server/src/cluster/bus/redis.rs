@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Value};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
@@ -198,11 +198,20 @@ async fn serve(
                     .arg(payload)
                     .query_async::<Value>(&mut session.publisher)
                     .await;
-                if let Err(error) = published {
-                    // Perhaps delivered, perhaps not: counted as lost, and
+                match published {
+                    Ok(_) => {}
+                    // Refused by a server that answers (NOPERM, LOADING…):
+                    // the connection is fine, only this payload is lost.
+                    Err(error) if matches!(error.kind(), ErrorKind::Server(_)) => {
+                        observer.dropped();
+                        tracing::warn!(%error, "cluster bus (redis): PUBLISH refused");
+                    }
+                    // Perhaps delivered, perhaps not: counted as dropped, and
                     // the node resends what matters after Connected.
-                    observer.dropped();
-                    return Err(error.into());
+                    Err(error) => {
+                        observer.dropped();
+                        return Err(error.into());
+                    }
                 }
             }
             () = &mut idle => {
