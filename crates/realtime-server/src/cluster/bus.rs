@@ -4,13 +4,31 @@
 //! subscribed to the cluster's subject (the sender included); what they mean,
 //! who is alive and what to resend after an outage is the node's business
 //! (`cluster/mod.rs`), the same whichever bus carries them.
+//!
+//! One file per bus (`bus/redis.rs`, `bus/nats.rs`); both follow the same
+//! contract ([`Backplane::run`]) and share the helpers below, so the node
+//! cannot tell which one it talks to.
 
+mod nats;
+mod redis;
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_core::Stream;
 use tokio::sync::mpsc;
 use url::Url;
 
 use realtime_core::BoxFuture;
+
+/// The largest payload a bus carries. NATS servers refuse messages over their
+/// `max_payload` (1 MiB by default), so the node keeps well below it, with
+/// room for the protocol's own framing and for a server configured lower;
+/// Redis would take far more, but both buses keep the same limit so a cluster
+/// behaves the same on either. A larger payload handed to a bus is dropped
+/// (and reported to [`BusObserver::dropped`]), never split.
+pub const MAX_PAYLOAD: usize = 512 * 1024;
 
 /// What a bus reports to its node, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,18 +82,63 @@ pub trait Backplane: Send + 'static {
     ) -> BoxFuture<'static, ()>;
 }
 
-/// The bus a cluster URL names, not connected yet.
+/// The bus a cluster URL names, not connected yet: `redis://[user:pass@]host:port[/db]`
+/// or `nats://[user:pass@]host:port`. Only the URL is checked here; the
+/// first connection is made by [`Backplane::run`], which keeps trying while
+/// the bus is down, so a node may start before its bus.
 pub fn from_url(url: &str) -> Result<Box<dyn Backplane>, BusError> {
     let parsed = Url::parse(url).map_err(|e| BusError::InvalidUrl(e.to_string()))?;
     match parsed.scheme() {
-        "redis" | "rediss" => todo_bus("redis"),
-        "nats" => todo_bus("nats"),
+        // rediss:// is refused by the redis crate built without TLS, with a
+        // message that says so.
+        "redis" | "rediss" => Ok(Box::new(redis::RedisBus::new(url)?)),
+        "nats" => Ok(Box::new(nats::NatsBus::new(url)?)),
         other => Err(BusError::UnsupportedScheme(other.to_owned())),
     }
 }
 
-fn todo_bus(scheme: &str) -> Result<Box<dyn Backplane>, BusError> {
-    Err(BusError::UnsupportedScheme(scheme.to_owned()))
+/// Runs `work` (a connection attempt, a pause before the next one) while the
+/// bus is down: payloads taken from `outgoing` meanwhile are dropped and
+/// counted, so the node's queue never backs up behind an absent bus. `None`
+/// when `outgoing` or `incoming` closed first: the caller's `run` is over.
+async fn while_disconnected<F: Future>(
+    work: F,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    incoming: &mpsc::UnboundedSender<BusEvent>,
+    observer: &dyn BusObserver,
+) -> Option<F::Output> {
+    let drop_until_closed = async {
+        while outgoing.recv().await.is_some() {
+            observer.dropped();
+        }
+    };
+    tokio::select! {
+        output = work => Some(output),
+        () = drop_until_closed => None,
+        () = incoming.closed() => None,
+    }
+}
+
+/// The next item of a stream (both clients hand out `Stream`s), without
+/// pulling in futures-util for `StreamExt`.
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+/// Whether a payload taken from `outgoing` may be published; one that may
+/// not is counted as dropped. Checked by both buses so that a cluster
+/// behaves the same on either (see [`MAX_PAYLOAD`]).
+fn fits(payload: &[u8], observer: &dyn BusObserver) -> bool {
+    if payload.len() > MAX_PAYLOAD {
+        tracing::warn!(
+            bytes = payload.len(),
+            max = MAX_PAYLOAD,
+            "cluster payload over the bus limit dropped"
+        );
+        observer.dropped();
+        return false;
+    }
+    true
 }
 
 /// Delays between reconnection attempts: doubling from 100 ms to at most
