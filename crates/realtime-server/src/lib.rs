@@ -118,6 +118,11 @@ impl Server {
         }
     }
 
+    /// This node's link to its cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<cluster::ClusterLink>> {
+        self.cluster.as_ref()
+    }
+
     /// The app with this key.
     pub fn app_by_key(&self, key: &str) -> Option<Arc<App>> {
         self.apps

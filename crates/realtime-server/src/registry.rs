@@ -135,6 +135,9 @@ pub struct App {
     id: Arc<str>,
     /// The node's link to the other nodes of its cluster, if in one.
     cluster: Option<Arc<ClusterLink>>,
+    /// Whether this node sends the webhooks of the app's cluster-wide
+    /// changes (always, on a server alone).
+    leads: std::sync::atomic::AtomicBool,
     state: RwLock<State>,
     /// Open sockets, registered or not: what `max_connections` limits.
     open: OpenConnections,
@@ -161,6 +164,7 @@ impl App {
             id: Arc::from(config.credentials.app_id()),
             config,
             cluster: None,
+            leads: std::sync::atomic::AtomicBool::new(true),
             state: RwLock::new(State::default()),
             open: OpenConnections::default(),
             addresses: AddressConnections::default(),
@@ -179,6 +183,12 @@ impl App {
     pub fn with_cluster(mut self, link: Arc<ClusterLink>) -> Self {
         self.cluster = Some(link);
         self
+    }
+
+    /// Makes this node the one that sends the webhooks of the app's
+    /// cluster-wide changes, or not (its cluster node decides).
+    pub fn set_cluster_leader(&self, leads: bool) {
+        self.leads.store(leads, Ordering::Relaxed);
     }
 
     /// The app's settings.
@@ -209,7 +219,7 @@ impl App {
     /// Sends a webhook of a cluster-wide change: from the leader only, so
     /// the cluster sends it once (a server alone always leads).
     fn cluster_webhook(&self, event: WebhookEvent) {
-        if self.cluster.as_ref().is_none_or(|link| link.is_leader()) {
+        if self.leads.load(Ordering::Relaxed) {
             self.webhook(event);
         }
     }
@@ -960,12 +970,20 @@ impl App {
     }
 
     /// Another node's subscriber count of a channel is now `count`.
-    pub fn apply_peer_subscribers(&self, peer: NodeId, channel: &str, count: usize) {
+    /// `announce`: whether a change it makes to the cluster is a webhook
+    /// (not while the node is still learning what that peer holds).
+    pub fn apply_peer_subscribers(
+        &self,
+        peer: NodeId,
+        channel: &str,
+        count: usize,
+        announce: bool,
+    ) {
         let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             if let Some(transition) = state.remote.set_subscribers(peer, channel, count) {
-                self.on_peer_transition(&state, transition, &mut deliveries);
+                self.on_peer_transition(&state, transition, announce, &mut deliveries);
             }
         }
         self.settle(deliveries);
@@ -978,12 +996,13 @@ impl App {
         channel: &str,
         user_id: &str,
         present: Option<Option<Value>>,
+        announce: bool,
     ) {
         let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             if let Some(transition) = state.remote.set_member(peer, channel, user_id, present) {
-                self.on_peer_transition(&state, transition, &mut deliveries);
+                self.on_peer_transition(&state, transition, announce, &mut deliveries);
             }
         }
         self.settle(deliveries);
@@ -991,12 +1010,12 @@ impl App {
 
     /// Everything another node holds is `channels` (its snapshot; empty
     /// when it is gone: its members leave, its channels empty).
-    pub fn apply_peer_snapshot(&self, peer: NodeId, channels: &[ChannelReport]) {
+    pub fn apply_peer_snapshot(&self, peer: NodeId, channels: &[ChannelReport], announce: bool) {
         let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             for transition in state.remote.replace_peer(peer, channels) {
-                self.on_peer_transition(&state, transition, &mut deliveries);
+                self.on_peer_transition(&state, transition, announce, &mut deliveries);
             }
         }
         self.settle(deliveries);
@@ -1008,6 +1027,7 @@ impl App {
         &self,
         state: &State,
         transition: Transition,
+        announce: bool,
         deliveries: &mut Deliveries,
     ) {
         match transition {
@@ -1020,7 +1040,7 @@ impl App {
                     .channels
                     .get(&channel)
                     .map_or(0, |c| c.subscribers.len());
-                if here > 0 || ChannelKind::of(&channel) == ChannelKind::ServerToUser {
+                if !announce || here > 0 || ChannelKind::of(&channel) == ChannelKind::ServerToUser {
                     return;
                 }
                 if before == 0 && after > 0 {
@@ -1062,7 +1082,9 @@ impl App {
                 for (socket, subscriber) in entry.into_iter().flat_map(|c| &c.subscribers) {
                     deliveries.send(socket, &subscriber.outbox, frame.clone());
                 }
-                self.cluster_webhook(event);
+                if announce {
+                    self.cluster_webhook(event);
+                }
             }
         }
     }
@@ -1836,10 +1858,12 @@ mod cluster_tests {
     fn node(id: NodeId, leader: bool, change: impl FnOnce(&mut AppConfig)) -> Node {
         let mut config = AppConfig::new(Credentials::new("1", "key", "secret"));
         change(&mut config);
-        let (link, reports) = ClusterLink::detached(id, leader);
+        let (link, reports) = ClusterLink::detached(id);
         let (queue, webhooks) = WebhookQueue::recorder();
+        let app = App::new(config, Metrics::new(), Some(queue)).with_cluster(link);
+        app.set_cluster_leader(leader);
         Node {
-            app: App::new(config, Metrics::new(), Some(queue)).with_cluster(link),
+            app,
             id,
             reports,
             webhooks,
@@ -1856,7 +1880,7 @@ mod cluster_tests {
                     let sender = nodes[from].id;
                     for (to, node) in nodes.iter().enumerate() {
                         if to != from {
-                            apply_to_app(&node.app, sender, report.clone());
+                            apply_to_app(&node.app, sender, report.clone(), true);
                         }
                     }
                 }
@@ -2073,7 +2097,7 @@ mod cluster_tests {
         drain(&mut ann_rx);
         a.webhooks.take();
         // b dies: a forgets it (as its node does when the lease lapses).
-        a.app.apply_peer_snapshot(b.id, &[]);
+        a.app.apply_peer_snapshot(b.id, &[], true);
         assert_eq!(count(&drain(&mut ann_rx), "member_removed"), 1);
         assert_eq!(a.app.presence_users("presence-room"), ["ann"]);
         assert_eq!(a.app.channel_info("other").occupied, Some(false));

@@ -173,7 +173,3 @@ impl Default for Backoff {
         Backoff { next: Self::FIRST }
     }
 }
-
-/// The largest payload a node publishes: NATS refuses more than 1 MiB by
-/// default, and half of that leaves room for any server's settings.
-pub const MAX_PAYLOAD: usize = 512 * 1024;

@@ -150,17 +150,17 @@ struct Envelope {
     r: Vec<Report>,
 }
 
-/// An app's handle on its node: where its reports go, and whether this
-/// node sends the cluster's webhooks.
+/// An app's handle on its node: where its reports go.
 #[derive(Debug)]
 pub struct ClusterLink {
     node: NodeId,
     queue: mpsc::Sender<Report>,
-    leader: AtomicBool,
     /// A report was dropped (queue full): a snapshot is due.
     lost: AtomicBool,
     /// Notified once the goodbye went to the bus.
     left: tokio::sync::Notify,
+    /// The node's tasks (bus and node), for [`ClusterLink::halt`].
+    tasks: parking_lot::Mutex<Vec<tokio::task::AbortHandle>>,
     metrics: Metrics,
 }
 
@@ -168,14 +168,14 @@ impl ClusterLink {
     /// A link to no bus, whose reports are left in the returned queue (for
     /// tests of a node's state without a bus).
     #[cfg(test)]
-    pub(crate) fn detached(node: NodeId, leader: bool) -> (Arc<Self>, mpsc::Receiver<Report>) {
+    pub(crate) fn detached(node: NodeId) -> (Arc<Self>, mpsc::Receiver<Report>) {
         let (queue, reports) = mpsc::channel(QUEUE_CAPACITY);
         let link = Arc::new(ClusterLink {
             node,
             queue,
-            leader: AtomicBool::new(leader),
             lost: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
             metrics: Metrics::new(),
         });
         (link, reports)
@@ -186,11 +186,6 @@ impl ClusterLink {
         self.node
     }
 
-    /// Whether this node sends the webhooks of cluster-wide changes.
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
-    }
-
     /// Says goodbye to the other nodes, after every report queued so far,
     /// and waits (briefly) until it left.
     pub async fn leave(&self) {
@@ -198,6 +193,15 @@ impl ClusterLink {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.left.notified()).await;
+    }
+
+    /// Stops this node's part in the cluster at once, without a goodbye, as
+    /// a crash would: the others forget it when its lease lapses. Its apps
+    /// go on serving their own clients alone.
+    pub fn halt(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
     }
 
     /// Queues a report for the other nodes. Called under the app's lock for
@@ -256,9 +260,9 @@ impl Joining {
         let link = Arc::new(ClusterLink {
             node,
             queue: sender,
-            leader: AtomicBool::new(true),
             lost: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
             metrics: metrics.clone(),
         });
         metrics.cluster.nodes.set(1);
@@ -285,7 +289,7 @@ impl Joining {
         let (outgoing, bus_queue) = mpsc::channel(1024);
         let (incoming_sender, incoming) = mpsc::unbounded_channel();
         let observer = Arc::new(Observer(metrics.clone()));
-        runtime.spawn(
+        let bus = runtime.spawn(
             self.bus
                 .run(self.subject, bus_queue, incoming_sender, observer),
         );
@@ -303,7 +307,11 @@ impl Joining {
             started: Instant::now(),
             outgoing,
         };
-        runtime.spawn(node.run(self.queue, incoming));
+        let link = node.link.clone();
+        let node = runtime.spawn(node.run(self.queue, incoming));
+        link.tasks
+            .lock()
+            .extend([bus.abort_handle(), node.abort_handle()]);
     }
 }
 
@@ -312,6 +320,13 @@ impl Joining {
 struct Peer {
     last_seq: u64,
     last_seen: Instant,
+    /// The apps it reported on that this node serves too: nodes of other
+    /// clusters may share the bus, and only a node serving an app may lead it.
+    apps: std::collections::HashSet<Arc<str>>,
+    /// The apps whose snapshot from this peer was applied. Until then,
+    /// what the peer reports is news to this node only, not a change of the
+    /// cluster: it sends no webhook (the node that led then did).
+    synced: std::collections::HashSet<Arc<str>>,
 }
 
 /// The task that carries an app's reports to the bus and the others'
@@ -480,6 +495,8 @@ impl Node {
                     Peer {
                         last_seq: envelope.s,
                         last_seen: now,
+                        apps: Default::default(),
+                        synced: Default::default(),
                     },
                 );
                 if !says_hello {
@@ -492,7 +509,31 @@ impl Node {
             }
         }
         for report in envelope.r {
+            self.note_app(envelope.n, &report);
             self.apply(envelope.n, report);
+        }
+    }
+
+    /// Notes that a peer serves the app a report is about, if this node
+    /// serves it too.
+    fn note_app(&mut self, from: NodeId, report: &Report) {
+        let app = match report {
+            Report::Publish { a, .. }
+            | Report::Subscribers { a, .. }
+            | Report::Member { a, .. }
+            | Report::Terminate { a, .. }
+            | Report::Snapshot { a, .. } => a,
+            _ => return,
+        };
+        let Some((key, _)) = self.apps.get_key_value(app) else {
+            return;
+        };
+        let newly = self
+            .peers
+            .get_mut(&from)
+            .is_some_and(|peer| peer.apps.insert(key.clone()));
+        if newly {
+            self.peers_changed();
         }
     }
 
@@ -510,7 +551,8 @@ impl Node {
             | Report::Member { ref a, .. }
             | Report::Terminate { ref a, .. } => {
                 if let Some(app) = self.apps.get(a).cloned() {
-                    apply_to_app(&app, from, report);
+                    let announce = self.is_synced(from, a);
+                    apply_to_app(&app, from, report, announce);
                 }
             }
             Report::Snapshot {
@@ -527,8 +569,12 @@ impl Node {
                 held.extend(channels);
                 if last {
                     let channels = self.parts.remove(&key).unwrap_or_default();
+                    let announce = self.is_synced(from, &key.1);
                     if let Some(app) = self.apps.get(&key.1) {
-                        app.apply_peer_snapshot(from, &channels);
+                        app.apply_peer_snapshot(from, &channels, announce);
+                    }
+                    if let Some(peer) = self.peers.get_mut(&from) {
+                        peer.synced.insert(key.1);
                     }
                 }
             }
@@ -549,11 +595,14 @@ impl Node {
             .map(|(node, _)| *node)
             .collect();
         for node in dead {
-            tracing::warn!(
-                node = format!("{node:x}"),
-                "cluster node silent past its lease: forgotten"
-            );
-            self.metrics.cluster.nodes_lost.inc();
+            // A node of another cluster on the same bus is no loss of ours.
+            if self.peers.get(&node).is_some_and(|p| !p.apps.is_empty()) {
+                tracing::warn!(
+                    node = format!("{node:x}"),
+                    "cluster node silent past its lease: forgotten"
+                );
+                self.metrics.cluster.nodes_lost.inc();
+            }
             self.forget(node);
         }
         if self.link.lost.swap(false, Ordering::Relaxed) {
@@ -561,20 +610,35 @@ impl Node {
         }
     }
 
+    fn is_synced(&self, peer: NodeId, app: &str) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.synced.contains(app))
+    }
+
     /// Forgets everything a node held: it is gone.
     fn forget(&mut self, node: NodeId) {
         self.peers.remove(&node);
         self.parts.retain(|(from, _), _| *from != node);
         for app in self.apps.values() {
-            app.apply_peer_snapshot(node, &[]);
+            app.apply_peer_snapshot(node, &[], true);
         }
         self.peers_changed();
     }
 
+    /// Who leads each app (the live node with the smallest id among those
+    /// serving it), and how many nodes share an app with this one.
     fn peers_changed(&self) {
-        let leader = self.peers.keys().all(|peer| *peer > self.link.node);
-        self.link.leader.store(leader, Ordering::Relaxed);
-        self.metrics.cluster.nodes.set(self.peers.len() as i64 + 1);
+        for (id, app) in &self.apps {
+            let leads = self
+                .peers
+                .iter()
+                .filter(|(_, peer)| peer.apps.contains(id))
+                .all(|(node, _)| *node > self.link.node);
+            app.set_cluster_leader(leads);
+        }
+        let sharing = self.peers.values().filter(|p| !p.apps.is_empty()).count();
+        self.metrics.cluster.nodes.set(sharing as i64 + 1);
     }
 
     /// Queues a snapshot of every app, each taken under its app's lock so it
@@ -588,17 +652,19 @@ impl Node {
 
 /// Applies another node's report about one app's state or events to this
 /// node's app (node-level reports are the node's own business).
-pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report) {
+/// `announce`: whether changes to the cluster are webhooks (see
+/// [`Peer::synced`]).
+pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report, announce: bool) {
     match report {
         Report::Publish { c, f, x, .. } => {
             app.deliver(&c, &f.into(), x.as_deref());
         }
-        Report::Subscribers { c, n, .. } => app.apply_peer_subscribers(from, &c, n),
-        Report::Member { c, u, i, .. } => app.apply_peer_member(from, &c, &u, i),
+        Report::Subscribers { c, n, .. } => app.apply_peer_subscribers(from, &c, n, announce),
+        Report::Member { c, u, i, .. } => app.apply_peer_member(from, &c, &u, i, announce),
         Report::Terminate { u, .. } => {
             app.terminate_local(&u);
         }
-        Report::Snapshot { channels, .. } => app.apply_peer_snapshot(from, &channels),
+        Report::Snapshot { channels, .. } => app.apply_peer_snapshot(from, &channels, announce),
         Report::Hello | Report::Heartbeat { .. } | Report::SyncRequest { .. } | Report::Leaving => {
         }
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod buses;
+
 use std::sync::Arc;
 
 use realtime_core::Credentials;
