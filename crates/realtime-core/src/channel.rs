@@ -61,6 +61,21 @@ impl ChannelKind {
     }
 }
 
+/// Whether a channel is a cache channel (`cache-`, `private-cache-`,
+/// `private-encrypted-cache-`, `presence-cache-`): the server keeps its last
+/// event and sends it to each new subscriber. Its kind, and so its
+/// authorization, is that of its prefix ([`ChannelKind::of`]).
+pub fn is_cache(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+}
+
 fn is_channel_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'@' | b',' | b'.' | b';')
 }
@@ -232,6 +247,31 @@ text_newtype_impls!(ChannelName, EventName, SocketId, UserId);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_channels_are_told_by_their_prefix_and_keep_their_kind() {
+        for (name, kind) in [
+            ("cache-scores", ChannelKind::Public),
+            ("private-cache-scores", ChannelKind::Private),
+            (
+                "private-encrypted-cache-scores",
+                ChannelKind::PrivateEncrypted,
+            ),
+            ("presence-cache-room", ChannelKind::Presence),
+        ] {
+            assert!(is_cache(name), "{name}");
+            assert_eq!(ChannelKind::of(name), kind, "{name}");
+        }
+        for name in [
+            "scores",
+            "private-scores",
+            "cached-x",
+            "presence-x-cache-y",
+            "#server-to-user-cache-1",
+        ] {
+            assert!(!is_cache(name), "{name}");
+        }
+    }
 
     #[test]
     fn channel_names_follow_the_api_rules() {

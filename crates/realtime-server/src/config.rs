@@ -14,6 +14,14 @@ pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 100;
 /// Default of [`AppConfig::max_connections_per_address`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 100;
 
+/// Default of [`AppConfig::cache_ttl`]: Pusher keeps a cache channel's last
+/// event for 30 minutes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Default of [`AppConfig::max_cached_channels`]: at Pusher's 10 KB per
+/// event, at most about 1 GB, and far more cache channels than an app uses.
+pub const DEFAULT_MAX_CACHED_CHANNELS: usize = 100_000;
+
 /// An app served by the server, with the limits Pusher applies by default.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -58,6 +66,14 @@ pub struct AppConfig {
     /// How long `channel_vacated` and `member_removed` wait before they are
     /// sent, so a page reload (leave, then join again) sends nothing.
     pub webhook_leave_delay: Duration,
+    /// How long a cache channel's last event is kept (Pusher: 30 minutes).
+    pub cache_ttl: Duration,
+    /// Most cache channels whose last event is kept at once.
+    pub max_cached_channels: usize,
+    /// Whether subscribers of a non-presence channel are told its
+    /// subscriber count (`pusher_internal:subscription_count`) as it changes,
+    /// as Pusher does once enabled for the app.
+    pub subscription_count: bool,
 }
 
 impl AppConfig {
@@ -80,6 +96,9 @@ impl AppConfig {
             max_frame_bytes: 64 * 1024,
             webhook_url: None,
             webhook_leave_delay: Duration::from_secs(3),
+            cache_ttl: DEFAULT_CACHE_TTL,
+            max_cached_channels: DEFAULT_MAX_CACHED_CHANNELS,
+            subscription_count: false,
         }
     }
 

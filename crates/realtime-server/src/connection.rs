@@ -233,20 +233,27 @@ impl Connection {
             );
             return refused();
         }
-        let user_id = serde_json::from_str::<UserData>(&data.user_data)
-            .ok()
-            .and_then(|u| protocol::id_text(&u.id));
-        let Some(user_id) = user_id else {
+        let user = serde_json::from_str::<UserData>(&data.user_data).ok();
+        let Some((user, user_id)) = user.and_then(|u| protocol::id_text(&u.id).map(|id| (u, id)))
+        else {
             self.error(Some(code::UNAUTHORIZED), "user_data must carry an id");
             return refused();
         };
-        self.app.sign_in(&self.socket_id, &user_id);
-        self.user_id = Some(user_id);
-        self.reply(protocol::frame(
+        let watchlist = match user.watchlist_ids() {
+            Ok(watchlist) => watchlist,
+            Err(why) => {
+                self.error(Some(code::UNAUTHORIZED), &why);
+                return refused();
+            }
+        };
+        let answer = protocol::frame(
             "pusher:signin_success",
             None,
             serde_json::json!({ "user_data": data.user_data }),
-        ));
+        );
+        self.app
+            .sign_in_watching(&self.socket_id, &user_id, &watchlist, Some(answer));
+        self.user_id = Some(user_id);
         Control::Continue
     }
 

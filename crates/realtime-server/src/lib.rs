@@ -11,6 +11,7 @@
 //! `http_api.rs` (HTTP API); the shared state is `registry.rs`; webhooks leave
 //! from `webhooks.rs`.
 
+pub mod cache;
 pub mod client_address;
 pub mod cluster;
 pub mod config;
@@ -105,7 +106,7 @@ impl Server {
                 // Outside a runtime (a test of the state alone), teardowns
                 // are finished by whoever begins them.
                 if tokio::runtime::Handle::try_current().is_ok() {
-                    app.start_pacer();
+                    app.start_background();
                 }
                 app
             })

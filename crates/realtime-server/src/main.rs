@@ -68,6 +68,15 @@ struct Args {
     /// Seconds channel_vacated and member_removed webhooks wait for a rejoin.
     #[arg(long, env = "REALTIME_WEBHOOK_LEAVE_DELAY", default_value_t = 3.0)]
     webhook_leave_delay: f64,
+    /// Tell the subscribers of non-presence channels their subscriber count
+    /// as it changes (`pusher_internal:subscription_count`), as Pusher does
+    /// once enabled for the app.
+    #[arg(long, env = "REALTIME_SUBSCRIPTION_COUNT", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    subscription_count: bool,
+    /// Seconds a cache channel's last event is kept.
+    #[arg(long, env = "REALTIME_CACHE_TTL", default_value_t = 1800, value_parser = positive_u64)]
+    cache_ttl: u64,
     /// Join the cluster whose bus this names (`redis://host:port` or
     /// `nats://host:port`): every node started with the same app and URL
     /// serves the same channels, users and presence.
@@ -79,6 +88,15 @@ struct Args {
     /// Logs as JSON lines.
     #[arg(long, env = "REALTIME_LOG_JSON", default_value_t = false)]
     log_json: bool,
+}
+
+/// A number of seconds that must be at least one.
+fn positive_u64(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive whole number"))
 }
 
 /// A count that must be at least one.
@@ -120,6 +138,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
     app.max_data_bytes = args.max_data_bytes;
     app.webhook_url = args.webhook_url.clone();
     app.webhook_leave_delay = Duration::from_secs_f64(args.webhook_leave_delay.max(0.0));
+    app.subscription_count = args.subscription_count;
+    app.cache_ttl = Duration::from_secs(args.cache_ttl);
 
     let metrics = Metrics::new();
     let server = match &args.cluster_url {

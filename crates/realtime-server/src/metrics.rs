@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Subscriptions refused by a limit: public channels turned off, or the
     /// connection's maximum of channels.
     pub subscriptions_refused: IntCounter,
+    /// Events of cache channels not kept: the cache was full.
+    pub cache_full: IntCounter,
     /// The cluster's bus and peers (all zero on a server alone).
     pub cluster: ClusterMetrics,
 }
@@ -125,6 +127,11 @@ impl Metrics {
                 &registry,
                 "realtime_subscriptions_refused_total",
                 "Subscriptions refused: public channels off, or the connection's maximum of channels",
+            ),
+            cache_full: counter(
+                &registry,
+                "realtime_cache_full_total",
+                "Events of cache channels not kept because the cache was full",
             ),
             cluster: ClusterMetrics::new(&registry),
             registry,

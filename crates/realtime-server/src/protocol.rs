@@ -101,6 +101,37 @@ pub struct PresenceData {
 pub struct UserData {
     /// The user id.
     pub id: Value,
+    /// The ids of the users whose coming and going the user is told.
+    #[serde(default)]
+    pub watchlist: Option<Value>,
+}
+
+/// Most users one watchlist may name (Pusher's limit).
+pub const MAX_WATCHLIST: usize = 100;
+
+impl UserData {
+    /// The watchlist's user ids (strings, or numbers as their text), each
+    /// once, in order. Answers why not when it is not a list of ids or names
+    /// more than [`MAX_WATCHLIST`].
+    pub fn watchlist_ids(&self) -> Result<Vec<String>, String> {
+        let Some(list) = &self.watchlist else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = list else {
+            return Err("watchlist must be an array of user ids".into());
+        };
+        let mut ids: Vec<String> = Vec::with_capacity(items.len().min(MAX_WATCHLIST));
+        for item in items {
+            let id = id_text(item).ok_or("watchlist must be an array of user ids")?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.len() > MAX_WATCHLIST {
+            return Err(format!("a watchlist names at most {MAX_WATCHLIST} users"));
+        }
+        Ok(ids)
+    }
 }
 
 /// A JSON value used as an id: strings as they are, numbers as their text.

@@ -16,9 +16,12 @@ use std::time::Duration;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use realtime_core::{ChannelInfo, ChannelKind, WebhookEvent};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::cluster::view::{ChannelReport, MemberChange, RemoteChannel, RemoteView, Transition};
+use crate::cache::EventCache;
+use crate::cluster::view::{
+    ChannelReport, MemberChange, RemoteChannel, RemoteView, Transition, UserChange,
+};
 use crate::cluster::{ClusterLink, NodeId, Report};
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
@@ -46,6 +49,14 @@ pub const LEAVE_STEP: usize = 256;
 /// out: a connection with many channels costs the others neither the lock
 /// nor, on a busy machine, the CPU they need meanwhile.
 pub const TEARDOWN_PACE: Duration = Duration::from_millis(1);
+
+/// How often channels whose subscriber count changed are looked at: the
+/// first change after a quiet spell is told within this.
+pub const COUNT_TICK: Duration = Duration::from_millis(100);
+
+/// The least time between two `subscription_count` events of one channel, so
+/// a burst of joins sends a few events, not one per join.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A presence member: one user, on one or more connections.
 #[derive(Debug, Clone)]
@@ -79,6 +90,8 @@ struct Connection {
     /// Its place among its address's, shared with its socket: given back
     /// once both the socket has ended and its teardown is done.
     address: Option<Arc<AddressSlot>>,
+    /// The users whose coming and going it is told (its sign-in's watchlist).
+    watchlist: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +101,8 @@ struct State {
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// What the cluster's other nodes hold (empty on a server alone).
     remote: RemoteView,
+    /// The connections watching each user (watchlists of signed-in users).
+    watchers: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
 
 /// Why a subscription was refused.
@@ -146,12 +161,17 @@ pub struct App {
     next_socket: AtomicU64,
     metrics: Metrics,
     webhooks: Option<WebhookQueue>,
+    /// The last event of each cache channel.
+    cache: Mutex<EventCache>,
     /// Teardowns begun and not finished, continued one step per
-    /// [`TEARDOWN_PACE`] by the app's pacer ([`App::start_pacer`]) and
+    /// [`TEARDOWN_PACE`] by the app's pacer ([`App::start_background`]) and
     /// finished at once by [`App::close_all`].
     removals: Mutex<VecDeque<Removal>>,
     /// Wakes the pacer, once it runs.
     pacer: OnceLock<Arc<tokio::sync::Notify>>,
+    /// Channels whose subscriber count changed and when each last told its
+    /// subscribers (`subscription_count` on).
+    counts: Mutex<CountChanges>,
     /// Called between the steps of a connection's teardown, lock released.
     #[cfg(test)]
     between_steps: std::sync::OnceLock<tests::StepHook>,
@@ -162,6 +182,10 @@ impl App {
     pub fn new(config: AppConfig, metrics: Metrics, webhooks: Option<WebhookQueue>) -> Self {
         App {
             id: Arc::from(config.credentials.app_id()),
+            cache: Mutex::new(EventCache::new(
+                config.cache_ttl,
+                config.max_cached_channels,
+            )),
             config,
             cluster: None,
             leads: std::sync::atomic::AtomicBool::new(true),
@@ -173,6 +197,7 @@ impl App {
             webhooks,
             removals: Mutex::new(VecDeque::new()),
             pacer: OnceLock::new(),
+            counts: Mutex::new(CountChanges::default()),
             #[cfg(test)]
             between_steps: std::sync::OnceLock::new(),
         }
@@ -307,6 +332,7 @@ impl App {
                 channels: HashSet::new(),
                 user_id: None,
                 address,
+                watchlist: Vec::new(),
             },
         );
         self.metrics.connections.set(state.connections.len() as i64);
@@ -401,14 +427,81 @@ impl App {
         }
     }
 
-    /// Starts the task that continues this app's teardowns, one step per
-    /// [`TEARDOWN_PACE`] (needs a tokio runtime). Until it runs, teardowns
-    /// are finished by whoever begins them. It ends with the app.
-    pub fn start_pacer(self: &Arc<Self>) {
+    /// Starts the app's background tasks (needs a tokio runtime): the pacer
+    /// that continues its teardowns, one step per [`TEARDOWN_PACE`] (until
+    /// it runs, teardowns are finished by whoever begins them), and, with
+    /// `subscription_count` on, the task that tells channels their counts.
+    /// They end with the app.
+    pub fn start_background(self: &Arc<Self>) {
         let wake = Arc::new(tokio::sync::Notify::new());
         if self.pacer.set(wake.clone()).is_ok() {
             tokio::spawn(pace_removals(Arc::downgrade(self), wake));
+            if self.config.subscription_count {
+                tokio::spawn(tell_counts(Arc::downgrade(self)));
+            }
         }
+    }
+
+    /// Notes that a channel's subscriber count changed, if its subscribers
+    /// are to be told.
+    fn count_changed(&self, channel: &str) {
+        if self.config.subscription_count
+            && !matches!(
+                ChannelKind::of(channel),
+                ChannelKind::Presence | ChannelKind::ServerToUser
+            )
+        {
+            self.counts.lock().changed.insert(Arc::from(channel));
+        }
+    }
+
+    /// Tells the channels whose count changed, and whose last telling is
+    /// [`COUNT_INTERVAL`] old, their count in the cluster:
+    /// `pusher_internal:subscription_count` to their subscribers here, and
+    /// the `subscription_count` webhook from the leader.
+    pub fn tell_counts(&self, now: std::time::Instant) {
+        let due: Vec<Arc<str>> = {
+            let mut counts = self.counts.lock();
+            let CountChanges { changed, told } = &mut *counts;
+            told.retain(|_, at| now.duration_since(*at) < COUNT_INTERVAL);
+            let due: Vec<Arc<str>> = changed
+                .iter()
+                .filter(|channel| !told.contains_key(*channel))
+                .cloned()
+                .collect();
+            for channel in &due {
+                changed.remove(channel);
+                told.insert(channel.clone(), now);
+            }
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut deliveries = Deliveries::default();
+        {
+            let state = self.read();
+            for channel in due {
+                let here = state.channels.get(&channel);
+                let count =
+                    here.map_or(0, |c| c.subscribers.len()) + state.remote.subscribers(&channel);
+                if let Some(entry) = here {
+                    let frame = TextFrame::from(protocol::frame(
+                        "pusher_internal:subscription_count",
+                        Some(&channel),
+                        json!({ "subscription_count": count }),
+                    ));
+                    for (socket, subscriber) in &entry.subscribers {
+                        deliveries.send(socket, &subscriber.outbox, frame.clone());
+                    }
+                }
+                self.cluster_webhook(WebhookEvent::SubscriptionCount {
+                    channel: channel.to_string(),
+                    subscription_count: count as u64,
+                });
+            }
+        }
+        self.settle(deliveries);
     }
 
     /// Takes one step of the oldest teardown in progress; answers whether
@@ -463,13 +556,9 @@ impl App {
             }
             conn.outbox.finish();
             if let Some(user_id) = &conn.user_id {
-                if let Some(sockets) = state.users.get_mut(user_id) {
-                    sockets.remove(socket_id);
-                    if sockets.is_empty() {
-                        state.users.remove(user_id);
-                    }
-                }
+                self.user_socket_gone(state, user_id, socket_id, &mut deliveries);
             }
+            unwatch(&mut state.watchers, &socket_key, &conn.watchlist);
             self.metrics.connections.set(state.connections.len() as i64);
             let mut removal = Removal {
                 socket_id: socket_key,
@@ -608,6 +697,7 @@ impl App {
                 );
             }
             let subscribers_here = entry.subscribers.len();
+            self.count_changed(channel);
             let occupied_now = subscribers_here == 1 && remote.is_none_or(|r| r.subscribers == 0);
             self.report_subscribers(channel, subscribers_here);
             if let Some((user_id, info)) = &member_added {
@@ -645,6 +735,20 @@ impl App {
                 &outbox,
                 succeeded_frame(channel, succeeded).into(),
             );
+            if realtime_core::channel::is_cache(channel) {
+                let cached = self.cache.lock().get(channel, std::time::Instant::now());
+                match cached {
+                    Some(frame) => deliveries.send(&socket_key, &outbox, frame),
+                    None => {
+                        let miss = protocol::frame("pusher:cache_miss", Some(channel), json!({}));
+                        deliveries.send(&socket_key, &outbox, miss.into());
+                        // Once per subscription, by the node it happened on.
+                        self.webhook(WebhookEvent::CacheMiss {
+                            channel: channel.to_owned(),
+                        });
+                    }
+                }
+            }
         }
         self.settle(deliveries);
         Ok(())
@@ -706,6 +810,7 @@ impl App {
             }
         }
         self.report_subscribers(channel, entry.subscribers.len());
+        self.count_changed(channel);
         if entry.subscribers.is_empty() {
             state.channels.remove(channel);
             if state.remote.subscribers(channel) == 0 {
@@ -719,62 +824,164 @@ impl App {
     /// Marks a connection as signed in as `user_id` and subscribes it to the
     /// user's `#server-to-user-` channel.
     pub fn sign_in(&self, socket_id: &str, user_id: &str) -> bool {
-        let mut guard = self.write();
-        let state = &mut *guard;
-        let Some(socket_key) = state
-            .connections
-            .get_key_value(socket_id)
-            .map(|(k, _)| k.clone())
-        else {
-            return false;
-        };
-        let user: Arc<str> = Arc::from(user_id);
-        let channel: Arc<str> = Arc::from(format!(
-            "{}{user_id}",
-            realtime_core::channel::SERVER_TO_USER_PREFIX
-        ));
-        let Some(conn) = state.connections.get_mut(&socket_key) else {
-            return false;
-        };
-        let outbox = conn.outbox.clone();
-        let previous = conn.user_id.replace(user.clone());
-        let newly_subscribed = conn.channels.insert(channel.clone());
-        if let Some(previous) = previous.filter(|p| *p != user) {
-            // Signing in as someone else ends the previous user's delivery.
-            let old_channel = format!(
-                "{}{previous}",
+        self.sign_in_watching(socket_id, user_id, &[], None)
+    }
+
+    /// [`App::sign_in`], sending the connection `answer` first (its
+    /// `pusher:signin_success`), then watching the users of `watchlist`: the
+    /// connection is told at once which of them are online, and later when
+    /// each comes online (a first signed-in connection in the cluster) or
+    /// goes offline (the last one gone), with
+    /// `pusher_internal:watchlist_events`.
+    pub fn sign_in_watching(
+        &self,
+        socket_id: &str,
+        user_id: &str,
+        watchlist: &[String],
+        answer: Option<ByteString>,
+    ) -> bool {
+        let mut deliveries = Deliveries::default();
+        {
+            let mut guard = self.write();
+            let state = &mut *guard;
+            let Some(socket_key) = state
+                .connections
+                .get_key_value(socket_id)
+                .map(|(k, _)| k.clone())
+            else {
+                return false;
+            };
+            let user: Arc<str> = Arc::from(user_id);
+            let channel: Arc<str> = Arc::from(format!(
+                "{}{user_id}",
                 realtime_core::channel::SERVER_TO_USER_PREFIX
-            );
-            conn.channels.remove(old_channel.as_str());
-            if let Some(entry) = state.channels.get_mut(old_channel.as_str()) {
-                entry.subscribers.remove(&socket_key);
-                if entry.subscribers.is_empty() {
-                    state.channels.remove(old_channel.as_str());
+            ));
+            let Some(conn) = state.connections.get_mut(&socket_key) else {
+                return false;
+            };
+            let outbox = conn.outbox.clone();
+            let previous = conn.user_id.replace(user.clone());
+            let newly_subscribed = conn.channels.insert(channel.clone());
+            let watching: Vec<Arc<str>> = watchlist.iter().map(|w| Arc::from(w.as_str())).collect();
+            let old_watchlist = std::mem::replace(&mut conn.watchlist, watching.clone());
+            if let Some(previous) = previous.filter(|p| *p != user) {
+                // Signing in as someone else ends the previous user's delivery.
+                let old_channel = format!(
+                    "{}{previous}",
+                    realtime_core::channel::SERVER_TO_USER_PREFIX
+                );
+                conn.channels.remove(old_channel.as_str());
+                if let Some(entry) = state.channels.get_mut(old_channel.as_str()) {
+                    entry.subscribers.remove(&socket_key);
+                    if entry.subscribers.is_empty() {
+                        state.channels.remove(old_channel.as_str());
+                    }
+                }
+                self.user_socket_gone(state, &previous, &socket_key, &mut deliveries);
+            }
+            unwatch(&mut state.watchers, &socket_key, &old_watchlist);
+            if let Some(answer) = answer {
+                deliveries.send(&socket_key, &outbox, answer.into());
+            }
+            let sockets = state.users.entry(user.clone()).or_default();
+            let first_here = sockets.is_empty();
+            sockets.insert(socket_key.clone());
+            if first_here {
+                self.report(|a| Report::User {
+                    a,
+                    u: user_id.to_owned(),
+                    on: true,
+                });
+                if !state.remote.has_user(user_id) {
+                    tell_watchers(state, user_id, "online", &mut deliveries);
                 }
             }
-            if let Some(sockets) = state.users.get_mut(&previous) {
-                sockets.remove(&socket_key);
-                if sockets.is_empty() {
-                    state.users.remove(&previous);
-                }
+            if newly_subscribed {
+                let entry = state.channels.entry(channel).or_default();
+                entry.subscribers.insert(
+                    socket_key.clone(),
+                    Subscriber {
+                        outbox: outbox.clone(),
+                        user_id: None,
+                    },
+                );
+            }
+            for watched in &watching {
+                state
+                    .watchers
+                    .entry(watched.clone())
+                    .or_default()
+                    .insert(socket_key.clone());
+            }
+            let online: Vec<&str> = watching
+                .iter()
+                .filter(|w| state.users.contains_key(*w) || state.remote.has_user(w))
+                .map(|w| w.as_ref())
+                .collect();
+            if !online.is_empty() {
+                deliveries.send(&socket_key, &outbox, watchlist_frame("online", &online));
             }
         }
-        state
-            .users
-            .entry(user)
-            .or_default()
-            .insert(socket_key.clone());
-        if newly_subscribed {
-            let entry = state.channels.entry(channel).or_default();
-            entry.subscribers.insert(
-                socket_key,
-                Subscriber {
-                    outbox,
-                    user_id: None,
-                },
-            );
-        }
+        self.settle(deliveries);
         true
+    }
+
+    /// One of a user's signed-in connections here is gone: the user goes
+    /// offline here with their last, and in the cluster if no other node
+    /// has them.
+    fn user_socket_gone(
+        &self,
+        state: &mut State,
+        user_id: &str,
+        socket_id: &str,
+        deliveries: &mut Deliveries,
+    ) {
+        let Some(sockets) = state.users.get_mut(user_id) else {
+            return;
+        };
+        sockets.remove(socket_id);
+        if !sockets.is_empty() {
+            return;
+        }
+        state.users.remove(user_id);
+        self.report(|a| Report::User {
+            a,
+            u: user_id.to_owned(),
+            on: false,
+        });
+        if !state.remote.has_user(user_id) {
+            tell_watchers(state, user_id, "offline", deliveries);
+        }
+    }
+
+    /// Whether another node has a signed-in connection of a user now.
+    pub fn apply_peer_user(&self, peer: NodeId, user_id: &str, online: bool) {
+        let mut deliveries = Deliveries::default();
+        {
+            let mut state = self.write();
+            if let Some(change) = state.remote.set_user(peer, user_id, online) {
+                self.on_peer_user(&state, user_id, change, &mut deliveries);
+            }
+        }
+        self.settle(deliveries);
+    }
+
+    fn on_peer_user(
+        &self,
+        state: &State,
+        user_id: &str,
+        change: UserChange,
+        deliveries: &mut Deliveries,
+    ) {
+        // Signed in here all along: nothing changed for the cluster.
+        if state.users.contains_key(user_id) {
+            return;
+        }
+        let name = match change {
+            UserChange::Online => "online",
+            UserChange::Offline => "offline",
+        };
+        tell_watchers(state, user_id, name, deliveries);
     }
 
     /// Closes every connection of a signed-in user, on every node of the
@@ -824,6 +1031,18 @@ impl App {
         let mut deliveries = Deliveries::default();
         {
             let state = self.read();
+            // Kept under the state lock: a subscriber is either in the
+            // fan-out below or, subscribing after it, served from the cache.
+            if realtime_core::channel::is_cache(channel) {
+                let kept = self.cache.lock().store(
+                    channel,
+                    TextFrame::from(frame),
+                    std::time::Instant::now(),
+                );
+                if !kept {
+                    self.metrics.cache_full.inc();
+                }
+            }
             let Some(entry) = state.channels.get(channel) else {
                 return 0;
             };
@@ -1010,12 +1229,21 @@ impl App {
 
     /// Everything another node holds is `channels` (its snapshot; empty
     /// when it is gone: its members leave, its channels empty).
-    pub fn apply_peer_snapshot(&self, peer: NodeId, channels: &[ChannelReport], announce: bool) {
+    pub fn apply_peer_snapshot(
+        &self,
+        peer: NodeId,
+        channels: &[ChannelReport],
+        users: &[String],
+        announce: bool,
+    ) {
         let mut deliveries = Deliveries::default();
         {
             let mut state = self.write();
             for transition in state.remote.replace_peer(peer, channels) {
                 self.on_peer_transition(&state, transition, announce, &mut deliveries);
+            }
+            for (user, change) in state.remote.replace_peer_users(peer, users) {
+                self.on_peer_user(&state, &user, change, &mut deliveries);
             }
         }
         self.settle(deliveries);
@@ -1036,6 +1264,7 @@ impl App {
                 before,
                 after,
             } => {
+                self.count_changed(&channel);
                 let here = state
                     .channels
                     .get(&channel)
@@ -1089,6 +1318,19 @@ impl App {
         }
     }
 
+    /// Keeps a cache channel's last event reported by another node, unless
+    /// this node has one already.
+    pub fn fill_cache(&self, channel: &str, frame: &str, left: std::time::Duration) {
+        if realtime_core::channel::is_cache(channel) {
+            self.cache.lock().fill(
+                channel,
+                TextFrame::from(frame),
+                left,
+                std::time::Instant::now(),
+            );
+        }
+    }
+
     /// Reports everything this node holds to the other nodes, in order with
     /// the reports of later changes (it is taken under the lock).
     pub fn report_snapshot(&self) {
@@ -1110,8 +1352,19 @@ impl App {
                     .collect(),
             })
             .collect();
-        for report in crate::cluster::snapshot_reports(self.id.clone(), channels) {
+        let users = state.users.keys().map(|u| u.to_string()).collect();
+        for report in crate::cluster::snapshot_reports(self.id.clone(), channels, users) {
             link.report(report);
+        }
+        // A node that joins learns the cache channels' last events too.
+        let now = std::time::Instant::now();
+        for (channel, frame, left) in self.cache.lock().live(now) {
+            link.report(Report::Cached {
+                a: self.id.clone(),
+                c: channel.to_string(),
+                f: frame.text().to_owned(),
+                ms: left.as_millis() as u64,
+            });
         }
     }
 
@@ -1126,6 +1379,29 @@ impl App {
             self.disconnect_slow(&socket);
         }
         deliveries.queued
+    }
+}
+
+/// What [`App::tell_counts`] has to tell, and what it told lately.
+#[derive(Debug, Default)]
+struct CountChanges {
+    /// Channels whose subscriber count changed since they were last told.
+    changed: HashSet<Arc<str>>,
+    /// Channels told within the last [`COUNT_INTERVAL`], and when.
+    told: HashMap<Arc<str>, std::time::Instant>,
+}
+
+/// Tells an app's channels their subscriber counts every [`COUNT_TICK`],
+/// until the app is gone.
+async fn tell_counts(app: Weak<App>) {
+    let mut tick = tokio::time::interval(COUNT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        app.tell_counts(std::time::Instant::now());
     }
 }
 
@@ -1216,6 +1492,45 @@ fn cluster_members(here: &HashMap<Arc<str>, Member>, remote: Option<&RemoteChann
                 .filter(|id| !here.contains_key(*id))
                 .count()
         })
+}
+
+/// `pusher_internal:watchlist_events` with one event: `name` (`online` or
+/// `offline`) for `user_ids`.
+fn watchlist_frame(name: &str, user_ids: &[&str]) -> TextFrame {
+    TextFrame::from(protocol::frame(
+        "pusher_internal:watchlist_events",
+        None,
+        json!({ "events": [{ "name": name, "user_ids": user_ids }] }),
+    ))
+}
+
+/// Tells the connections watching a user that it came online or went offline.
+fn tell_watchers(state: &State, user_id: &str, name: &str, deliveries: &mut Deliveries) {
+    let Some(watchers) = state.watchers.get(user_id) else {
+        return;
+    };
+    let frame = watchlist_frame(name, &[user_id]);
+    for socket in watchers {
+        if let Some(conn) = state.connections.get(socket) {
+            deliveries.send(socket, &conn.outbox, frame.clone());
+        }
+    }
+}
+
+/// Stops a connection watching the users of its watchlist.
+fn unwatch(
+    watchers: &mut HashMap<Arc<str>, HashSet<Arc<str>>>,
+    socket: &str,
+    watchlist: &[Arc<str>],
+) {
+    for watched in watchlist {
+        if let Some(sockets) = watchers.get_mut(watched) {
+            sockets.remove(socket);
+            if sockets.is_empty() {
+                watchers.remove(watched);
+            }
+        }
+    }
 }
 
 fn member_removed_frame(channel: &str, user_id: &str) -> TextFrame {
@@ -1391,7 +1706,7 @@ mod tests {
         change(&mut config);
         let (queue, recorded) = crate::webhooks::WebhookQueue::recorder();
         let app = Arc::new(App::new(config, Metrics::new(), Some(queue)));
-        app.start_pacer();
+        app.start_background();
         (app, recorded)
     }
 
@@ -1477,6 +1792,194 @@ mod tests {
         wait_for("the teardown", || app.removals_in_progress() == 0).await;
         assert_eq!(app.open_connections_from(address), 0);
         assert!(app.connect_from(Some(address)).is_ok());
+    }
+
+    fn texts(receiver: &mut OutboxReceiver) -> Vec<String> {
+        drain(receiver)
+            .into_iter()
+            .filter_map(|o| match o {
+                Outbound::Frame(f) => Some(f.text().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cache_channel_gives_a_new_subscriber_its_last_event_or_a_miss() {
+        let (queue, mut webhooks) = crate::webhooks::WebhookQueue::recorder();
+        let app = App::new(
+            AppConfig::new(Credentials::new("1", "key", "secret")),
+            Metrics::new(),
+            Some(queue),
+        );
+        let (first, mut first_rx) = app.connect().unwrap();
+        app.subscribe(&first, "cache-scores", None).unwrap();
+        let frames = texts(&mut first_rx);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(frames[0].contains("subscription_succeeded"));
+        assert!(frames[1].contains("pusher:cache_miss") && frames[1].contains("cache-scores"));
+        assert!(webhooks.take().contains(&WebhookEvent::CacheMiss {
+            channel: "cache-scores".into()
+        }));
+
+        for n in 1..=3 {
+            let frame = protocol::frame("score", Some("cache-scores"), format!("{n}"));
+            app.publish("cache-scores", &frame, None);
+        }
+        // Published with nobody subscribed: kept all the same.
+        app.publish(
+            "cache-empty",
+            &protocol::frame("e", Some("cache-empty"), "x"),
+            None,
+        );
+        let (second, mut second_rx) = app.connect().unwrap();
+        app.subscribe(&second, "cache-scores", None).unwrap();
+        let frames = texts(&mut second_rx);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(
+            frames[1].contains("\"score\"") && frames[1].contains("\"3\""),
+            "only the last: {frames:?}"
+        );
+        app.subscribe(&second, "cache-empty", None).unwrap();
+        assert!(texts(&mut second_rx)[1].contains("\"e\""));
+        // A plain channel keeps nothing.
+        app.publish("scores", &protocol::frame("s", Some("scores"), "1"), None);
+        app.subscribe(&second, "scores", None).unwrap();
+        assert_eq!(texts(&mut second_rx).len(), 1);
+    }
+
+    #[test]
+    fn subscription_counts_are_told_at_most_once_a_second_per_channel() {
+        let (queue, mut webhooks) = crate::webhooks::WebhookQueue::recorder();
+        let mut config = AppConfig::new(Credentials::new("1", "key", "secret"));
+        config.subscription_count = true;
+        let app = App::new(config, Metrics::new(), Some(queue));
+        let (early, mut early_rx) = app.connect().unwrap();
+        app.subscribe(&early, "room", None).unwrap();
+        texts(&mut early_rx);
+        let start = std::time::Instant::now();
+        app.tell_counts(start);
+        let told = texts(&mut early_rx);
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].contains("pusher_internal:subscription_count")
+                && told[0].contains("\"subscription_count\":1")
+        );
+
+        // A burst within the interval is told once, at its end, with the final count.
+        let mut receivers = Vec::new();
+        for _ in 0..50 {
+            let (socket, rx) = app.connect().unwrap();
+            app.subscribe(&socket, "room", None).unwrap();
+            receivers.push(rx);
+        }
+        app.tell_counts(start + COUNT_TICK);
+        assert!(texts(&mut early_rx).is_empty(), "too soon after the last");
+        app.tell_counts(start + COUNT_INTERVAL + COUNT_TICK);
+        let told = texts(&mut early_rx);
+        assert_eq!(told.len(), 1);
+        assert!(told[0].contains("\"subscription_count\":51"), "{told:?}");
+        app.tell_counts(start + 3 * COUNT_INTERVAL);
+        assert!(texts(&mut early_rx).is_empty(), "nothing changed since");
+        let counted: Vec<u64> = webhooks
+            .take()
+            .into_iter()
+            .filter_map(|w| match w {
+                WebhookEvent::SubscriptionCount {
+                    subscription_count, ..
+                } => Some(subscription_count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counted, [1, 51]);
+
+        // Presence channels have member counts instead.
+        app.subscribe(&early, "presence-x", member("ann")).unwrap();
+        texts(&mut early_rx);
+        app.tell_counts(start + 5 * COUNT_INTERVAL);
+        assert!(texts(&mut early_rx).is_empty());
+    }
+
+    #[test]
+    fn subscription_counts_are_off_unless_enabled() {
+        let app = app();
+        let (a, mut rx) = app.connect().unwrap();
+        app.subscribe(&a, "room", None).unwrap();
+        texts(&mut rx);
+        app.tell_counts(std::time::Instant::now() + COUNT_INTERVAL);
+        assert!(texts(&mut rx).is_empty());
+    }
+
+    fn watchlist_events(frames: &[String]) -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f.contains("pusher_internal:watchlist_events"))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_watchlist_tells_who_is_online_now_and_who_comes_and_goes() {
+        let app = app();
+        let (bob, _) = app.connect().unwrap();
+        app.sign_in(&bob, "bob");
+        let (ann, mut ann_rx) = app.connect().unwrap();
+        let watch = ["bob".to_owned(), "cat".to_owned()];
+        let answer = protocol::frame("pusher:signin_success", None, json!({}));
+        assert!(app.sign_in_watching(&ann, "ann", &watch, Some(answer)));
+        let frames = texts(&mut ann_rx);
+        assert!(
+            frames[0].contains("signin_success"),
+            "the answer first: {frames:?}"
+        );
+        assert_eq!(watchlist_events(&frames).len(), 1);
+        assert!(
+            frames[1].contains(r#"{"name":"online","user_ids":["bob"]}"#),
+            "{frames:?}"
+        );
+
+        // cat on two connections: online with the first, offline after the last.
+        let (cat1, _) = app.connect().unwrap();
+        let (cat2, _) = app.connect().unwrap();
+        app.sign_in(&cat1, "cat");
+        app.sign_in(&cat2, "cat");
+        let frames = texts(&mut ann_rx);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(frames[0].contains(r#"{"name":"online","user_ids":["cat"]}"#));
+        app.disconnect(&cat1);
+        assert!(texts(&mut ann_rx).is_empty(), "still on another connection");
+        app.disconnect(&cat2);
+        let frames = texts(&mut ann_rx);
+        assert!(
+            frames[0].contains(r#"{"name":"offline","user_ids":["cat"]}"#),
+            "{frames:?}"
+        );
+        // Someone not watched comes and goes unannounced.
+        let (dan, _) = app.connect().unwrap();
+        app.sign_in(&dan, "dan");
+        app.disconnect(&dan);
+        assert!(texts(&mut ann_rx).is_empty());
+        // A watcher gone is forgotten.
+        app.disconnect(&ann);
+        assert!(app.read().watchers.is_empty());
+    }
+
+    #[test]
+    fn a_watchlist_longer_than_a_hundred_or_not_a_list_is_refused() {
+        let parse = |json: &str| {
+            serde_json::from_str::<protocol::UserData>(json)
+                .unwrap()
+                .watchlist_ids()
+        };
+        assert_eq!(
+            parse(r#"{"id":"a","watchlist":["b",2,"b"]}"#).unwrap(),
+            ["b", "2"]
+        );
+        assert_eq!(parse(r#"{"id":"a"}"#).unwrap(), Vec::<String>::new());
+        assert!(parse(r#"{"id":"a","watchlist":"b"}"#).is_err());
+        assert!(parse(r#"{"id":"a","watchlist":[{"x":1}]}"#).is_err());
+        let long: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        assert!(parse(&json!({ "id": "a", "watchlist": long }).to_string()).is_err());
     }
 
     #[test]
@@ -2097,7 +2600,7 @@ mod cluster_tests {
         drain(&mut ann_rx);
         a.webhooks.take();
         // b dies: a forgets it (as its node does when the lease lapses).
-        a.app.apply_peer_snapshot(b.id, &[], true);
+        a.app.apply_peer_snapshot(b.id, &[], &[], true);
         assert_eq!(count(&drain(&mut ann_rx), "member_removed"), 1);
         assert_eq!(a.app.presence_users("presence-room"), ["ann"]);
         assert_eq!(a.app.channel_info("other").occupied, Some(false));
@@ -2130,6 +2633,57 @@ mod cluster_tests {
         carry(&mut [&mut a, &mut b]);
         assert_eq!(b.app.presence_users("presence-room"), ["ann"]);
         assert_eq!(b.app.channels("presence-").len(), 1);
+    }
+
+    #[test]
+    fn a_watched_user_is_online_while_any_node_has_them() {
+        let mut a = node(1, true, |_| {});
+        let mut b = node(2, false, |_| {});
+        let (ann, mut ann_rx) = a.app.connect().unwrap();
+        a.app
+            .sign_in_watching(&ann, "ann", &["bob".to_owned()], None);
+        let (bob1, _) = b.app.connect().unwrap();
+        let (bob2, _) = a.app.connect().unwrap();
+        b.app.sign_in(&bob1, "bob");
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(count(&drain(&mut ann_rx), r#""name":"online""#), 1);
+        a.app.sign_in(&bob2, "bob");
+        carry(&mut [&mut a, &mut b]);
+        b.app.disconnect(&bob1);
+        carry(&mut [&mut a, &mut b]);
+        assert!(drain(&mut ann_rx).is_empty(), "bob is still on a");
+        a.app.disconnect(&bob2);
+        carry(&mut [&mut a, &mut b]);
+        assert_eq!(count(&drain(&mut ann_rx), r#""name":"offline""#), 1);
+        // A watcher signing in on another node learns bob is online there.
+        b.app.sign_in(&b.app.connect().unwrap().0, "bob");
+        carry(&mut [&mut a, &mut b]);
+        let (cat, mut cat_rx) = a.app.connect().unwrap();
+        a.app
+            .sign_in_watching(&cat, "cat", &["bob".to_owned()], None);
+        assert_eq!(count(&drain(&mut cat_rx), r#""user_ids":["bob"]"#), 1);
+    }
+
+    #[test]
+    fn cache_and_counts_follow_the_cluster() {
+        let mut a = node(1, true, |c| c.subscription_count = true);
+        let mut b = node(2, false, |c| c.subscription_count = true);
+        let frame = protocol::frame("score", Some("cache-x"), "7".to_owned());
+        a.app.publish("cache-x", &frame, None);
+        carry(&mut [&mut a, &mut b]);
+        let (late, mut late_rx) = b.app.connect().unwrap();
+        b.app.subscribe(&late, "cache-x", None).unwrap();
+        let frames = drain(&mut late_rx);
+        assert!(frames[1].contains("score"), "b kept a's event: {frames:?}");
+
+        let (one, mut one_rx) = a.app.connect().unwrap();
+        a.app.subscribe(&one, "room", None).unwrap();
+        let (two, _) = b.app.connect().unwrap();
+        b.app.subscribe(&two, "room", None).unwrap();
+        carry(&mut [&mut a, &mut b]);
+        drain(&mut one_rx);
+        a.app.tell_counts(std::time::Instant::now());
+        assert_eq!(count(&drain(&mut one_rx), r#""subscription_count":2"#), 1);
     }
 
     #[test]

@@ -167,6 +167,9 @@ impl Realtime {
         // state.
         app_config.public_channels = config.embedded_public_channels;
         app_config.trusted_proxies = config.trusted_proxies.clone();
+        // As on Pusher once enabled for the app: pusher-js then knows each
+        // channel's subscriber count.
+        app_config.subscription_count = true;
         if let Some(max) = config.realtime_max_channels_per_connection {
             app_config.max_channels_per_connection = max;
         }

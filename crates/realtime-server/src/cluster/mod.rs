@@ -132,7 +132,33 @@ pub enum Report {
         /// Whether it is the last part.
         last: bool,
         /// The channels in this part.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         channels: Vec<ChannelReport>,
+        /// Signed-in users in this part.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<String>,
+    },
+    /// Whether a user has a signed-in connection on the sender.
+    #[serde(rename = "user")]
+    User {
+        /// The app id.
+        a: Arc<str>,
+        /// The user id.
+        u: String,
+        /// Signed in (true) or no longer (false).
+        on: bool,
+    },
+    /// A cache channel's last event on the sender (part of a snapshot).
+    #[serde(rename = "cached")]
+    Cached {
+        /// The app id.
+        a: Arc<str>,
+        /// The channel.
+        c: String,
+        /// The frame.
+        f: String,
+        /// Milliseconds it has left to live.
+        ms: u64,
     },
     /// The sender is shutting down: forget it now rather than after [`LEASE`].
     #[serde(rename = "bye")]
@@ -315,6 +341,9 @@ impl Joining {
     }
 }
 
+/// A snapshot's channels and signed-in users, gathered part by part.
+type SnapshotParts = (Vec<ChannelReport>, Vec<String>);
+
 /// What a node knows of another.
 #[derive(Debug)]
 struct Peer {
@@ -339,7 +368,7 @@ struct Node {
     seq: u64,
     peers: HashMap<NodeId, Peer>,
     /// Snapshot parts received so far, by sender and app.
-    parts: HashMap<(NodeId, Arc<str>), Vec<ChannelReport>>,
+    parts: HashMap<(NodeId, Arc<str>), SnapshotParts>,
     started: Instant,
     outgoing: mpsc::Sender<Vec<u8>>,
 }
@@ -519,6 +548,8 @@ impl Node {
     fn note_app(&mut self, from: NodeId, report: &Report) {
         let app = match report {
             Report::Publish { a, .. }
+            | Report::User { a, .. }
+            | Report::Cached { a, .. }
             | Report::Subscribers { a, .. }
             | Report::Member { a, .. }
             | Report::Terminate { a, .. }
@@ -547,6 +578,8 @@ impl Node {
                 }
             }
             Report::Publish { ref a, .. }
+            | Report::User { ref a, .. }
+            | Report::Cached { ref a, .. }
             | Report::Subscribers { ref a, .. }
             | Report::Member { ref a, .. }
             | Report::Terminate { ref a, .. } => {
@@ -560,18 +593,20 @@ impl Node {
                 part,
                 last,
                 channels,
+                users,
             } => {
                 let key = (from, a);
                 let held = self.parts.entry(key.clone()).or_default();
                 if part == 0 {
-                    held.clear();
+                    *held = Default::default();
                 }
-                held.extend(channels);
+                held.0.extend(channels);
+                held.1.extend(users);
                 if last {
-                    let channels = self.parts.remove(&key).unwrap_or_default();
+                    let (channels, users) = self.parts.remove(&key).unwrap_or_default();
                     let announce = self.is_synced(from, &key.1);
                     if let Some(app) = self.apps.get(&key.1) {
-                        app.apply_peer_snapshot(from, &channels, announce);
+                        app.apply_peer_snapshot(from, &channels, &users, announce);
                     }
                     if let Some(peer) = self.peers.get_mut(&from) {
                         peer.synced.insert(key.1);
@@ -621,7 +656,7 @@ impl Node {
         self.peers.remove(&node);
         self.parts.retain(|(from, _), _| *from != node);
         for app in self.apps.values() {
-            app.apply_peer_snapshot(node, &[], true);
+            app.apply_peer_snapshot(node, &[], &[], true);
         }
         self.peers_changed();
     }
@@ -659,12 +694,16 @@ pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report, announce: bo
         Report::Publish { c, f, x, .. } => {
             app.deliver(&c, &f.into(), x.as_deref());
         }
+        Report::Cached { c, f, ms, .. } => app.fill_cache(&c, &f, Duration::from_millis(ms)),
         Report::Subscribers { c, n, .. } => app.apply_peer_subscribers(from, &c, n, announce),
         Report::Member { c, u, i, .. } => app.apply_peer_member(from, &c, &u, i, announce),
         Report::Terminate { u, .. } => {
             app.terminate_local(&u);
         }
-        Report::Snapshot { channels, .. } => app.apply_peer_snapshot(from, &channels, announce),
+        Report::Snapshot {
+            channels, users, ..
+        } => app.apply_peer_snapshot(from, &channels, &users, announce),
+        Report::User { u, on, .. } => app.apply_peer_user(from, &u, on),
         Report::Hello | Report::Heartbeat { .. } | Report::SyncRequest { .. } | Report::Leaving => {
         }
     }
@@ -677,7 +716,12 @@ fn estimated_size(report: &Report) -> usize {
             // A frame is JSON inside JSON: its quotes get escaped.
             48 + c.len() + f.len() * 5 / 4 + x.as_ref().map_or(0, String::len)
         }
-        Report::Snapshot { channels, .. } => 64 + channels.iter().map(channel_size).sum::<usize>(),
+        Report::Snapshot {
+            channels, users, ..
+        } => {
+            64 + channels.iter().map(channel_size).sum::<usize>()
+                + users.iter().map(|u| u.len() + 4).sum::<usize>()
+        }
         Report::Member { c, u, i, .. } => {
             64 + c.len() + u.len() + info_size(i.as_ref().and_then(Option::as_ref))
         }
@@ -698,31 +742,47 @@ fn channel_size(channel: &ChannelReport) -> usize {
             .sum::<usize>()
 }
 
-/// Splits a snapshot of one app's `channels` into reports that each fit a payload.
-pub fn snapshot_reports(app: Arc<str>, channels: Vec<ChannelReport>) -> Vec<Report> {
-    let mut parts: Vec<Vec<ChannelReport>> = vec![Vec::new()];
+/// Splits a snapshot of one app's `channels` and signed-in `users` into
+/// reports that each fit a payload.
+pub fn snapshot_reports(
+    app: Arc<str>,
+    channels: Vec<ChannelReport>,
+    users: Vec<String>,
+) -> Vec<Report> {
+    let mut parts: Vec<(Vec<ChannelReport>, Vec<String>)> = vec![Default::default()];
     let mut size = 0;
-    for channel in channels {
-        let channel_size = channel_size(&channel);
-        if size + channel_size > bus::MAX_PAYLOAD / 2 && parts.last().is_some_and(|p| !p.is_empty())
-        {
-            parts.push(Vec::new());
+    let mut room = |item_size: usize, parts: &mut Vec<(Vec<ChannelReport>, Vec<String>)>| {
+        let started = parts
+            .last()
+            .is_some_and(|(c, u)| !c.is_empty() || !u.is_empty());
+        if size + item_size > bus::MAX_PAYLOAD / 2 && started {
+            parts.push(Default::default());
             size = 0;
         }
-        size += channel_size;
+        size += item_size;
+    };
+    for channel in channels {
+        room(channel_size(&channel), &mut parts);
         if let Some(part) = parts.last_mut() {
-            part.push(channel);
+            part.0.push(channel);
+        }
+    }
+    for user in users {
+        room(user.len() + 4, &mut parts);
+        if let Some(part) = parts.last_mut() {
+            part.1.push(user);
         }
     }
     let count = parts.len();
     parts
         .into_iter()
         .enumerate()
-        .map(|(n, channels)| Report::Snapshot {
+        .map(|(n, (channels, users))| Report::Snapshot {
             a: app.clone(),
             part: n as u32,
             last: n + 1 == count,
             channels,
+            users,
         })
         .collect()
 }

@@ -9,7 +9,7 @@
 //! anywhere) depends on the node's own state too, and is decided by the app's
 //! registry, under the same lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -100,6 +100,19 @@ pub enum Transition {
 pub struct RemoteView {
     peers: HashMap<NodeId, HashMap<Arc<str>, PeerChannel>>,
     channels: HashMap<Arc<str>, RemoteChannel>,
+    /// Signed-in users per peer.
+    peer_users: HashMap<NodeId, HashSet<Arc<str>>>,
+    /// Signed-in users, with how many peers have a connection of theirs.
+    users: HashMap<Arc<str>, usize>,
+}
+
+/// How a signed-in user's presence on the peers moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    /// No peer had a connection of the user; one has now.
+    Online,
+    /// The last peer with a connection of the user has none now.
+    Offline,
 }
 
 impl RemoteView {
@@ -127,7 +140,76 @@ impl RemoteView {
 
     /// The peers this view holds anything of.
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.peers.keys().copied()
+        self.peers.keys().chain(self.peer_users.keys()).copied()
+    }
+
+    /// Whether some peer has a signed-in connection of this user.
+    pub fn has_user(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    /// Whether a peer has a signed-in connection of a user now.
+    pub fn set_user(&mut self, peer: NodeId, user_id: &str, online: bool) -> Option<UserChange> {
+        let held = self.peer_users.entry(peer).or_default();
+        let key: Arc<str> = match self.users.get_key_value(user_id) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(user_id),
+        };
+        let changed = if online {
+            held.insert(key.clone())
+        } else {
+            held.remove(user_id)
+        };
+        if held.is_empty() {
+            self.peer_users.remove(&peer);
+        }
+        if !changed {
+            return None;
+        }
+        if online {
+            let nodes = self.users.entry(key).or_insert(0);
+            *nodes += 1;
+            (*nodes == 1).then_some(UserChange::Online)
+        } else {
+            match self.users.get_mut(user_id) {
+                Some(nodes) if *nodes > 1 => {
+                    *nodes -= 1;
+                    None
+                }
+                Some(_) => {
+                    self.users.remove(user_id);
+                    Some(UserChange::Offline)
+                }
+                None => None,
+            }
+        }
+    }
+
+    /// The signed-in users of a peer are now `users` (its snapshot; empty
+    /// when it is gone). Answers each user whose presence moved.
+    pub fn replace_peer_users(
+        &mut self,
+        peer: NodeId,
+        users: &[String],
+    ) -> Vec<(Arc<str>, UserChange)> {
+        let mut changes = Vec::new();
+        let old: Vec<Arc<str>> = self
+            .peer_users
+            .get(&peer)
+            .map(|held| held.iter().cloned().collect())
+            .unwrap_or_default();
+        let new: HashSet<&str> = users.iter().map(String::as_str).collect();
+        for user in old.iter().filter(|u| !new.contains(u.as_ref())) {
+            if let Some(change) = self.set_user(peer, user, false) {
+                changes.push((user.clone(), change));
+            }
+        }
+        for user in users {
+            if let Some(change) = self.set_user(peer, user, true) {
+                changes.push((Arc::from(user.as_str()), change));
+            }
+        }
+        changes
     }
 
     fn key(&self, name: &str) -> Arc<str> {
@@ -386,6 +468,29 @@ mod tests {
             change: MemberChange::Vanished
         }));
         assert_eq!(view.subscribers("presence-a"), 1);
+    }
+
+    #[test]
+    fn a_user_is_online_while_any_peer_has_them() {
+        let mut view = RemoteView::default();
+        assert_eq!(view.set_user(1, "ann", true), Some(UserChange::Online));
+        assert_eq!(view.set_user(2, "ann", true), None);
+        assert_eq!(
+            view.set_user(2, "ann", true),
+            None,
+            "a repeat changes nothing"
+        );
+        assert_eq!(view.set_user(1, "ann", false), None);
+        assert!(view.has_user("ann"));
+        assert_eq!(
+            view.replace_peer_users(2, &["bob".to_owned()]),
+            vec![
+                (Arc::from("ann"), UserChange::Offline),
+                (Arc::from("bob"), UserChange::Online)
+            ]
+        );
+        view.replace_peer_users(2, &[]);
+        assert_eq!(view.peers().count(), 0);
     }
 
     #[test]
