@@ -114,9 +114,15 @@ struct FanoutArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
-    /// The server's process id, to read its resident memory.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's process ids (a cluster's nodes, comma-separated), to
+    /// read their resident memory and CPU time (summed).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Ports the subscribers connect to, in turn (a cluster's nodes; default:
+    /// the target's port). Events are triggered through the target's port;
+    /// the report gives latencies per subscribers' port too.
+    #[arg(long, value_delimiter = ',')]
+    ws_ports: Vec<u16>,
     /// A label for the report (e.g. the server's name).
     #[arg(long, default_value = "server")]
     label: String,
@@ -267,6 +273,21 @@ type Socket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpS
 /// What each subscriber reports: (event sequence number, latency in ns).
 type Receipts = Vec<(usize, u64)>;
 
+/// A subscriber's receipts, with the port it was connected to.
+type PortReceipts = (u16, Receipts);
+
+/// The summed resident memory of processes, in KiB.
+fn rss_kib_of(pids: &[u32]) -> Option<u64> {
+    (!pids.is_empty())
+        .then(|| pids.iter().map(|pid| rss_kib(*pid)).sum::<Option<u64>>())
+        .flatten()
+}
+
+/// The summed CPU time of processes.
+fn cpu_time_of_all(pids: &[u32]) -> Option<Duration> {
+    (!pids.is_empty()).then(|| pids.iter().map(|pid| cpu_time_of(&pid.to_string())).sum())
+}
+
 /// Where the run is, as subscribers see it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
@@ -283,13 +304,15 @@ enum Phase {
 /// waits so that it takes no client CPU from the last event's fan-out, and
 /// no connection closes (and no server work for it starts) while others
 /// still wait for an event.
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
+    port: u16,
     url: String,
     expected: usize,
     ready: Arc<AtomicUsize>,
     handshake_permit: OwnedSemaphorePermit,
     reader: Reader,
-    results: mpsc::UnboundedSender<Result<Receipts, String>>,
+    results: mpsc::UnboundedSender<Result<PortReceipts, String>>,
     mut phase: watch::Receiver<Phase>,
 ) {
     match receive(
@@ -304,7 +327,7 @@ async fn subscriber(
     {
         Ok((receipts, socket)) => {
             let _ = phase.wait_for(|phase| *phase >= Phase::Reporting).await;
-            let _ = results.send(Ok(receipts));
+            let _ = results.send(Ok((port, receipts)));
             let _ = phase.wait_for(|phase| *phase == Phase::Done).await;
             drop(socket);
         }
@@ -402,23 +425,32 @@ async fn receive(
 
 async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let pusher = args.target.pusher()?;
-    let url = format!(
-        "ws://{}:{}/app/{}?protocol=7&client=realtime-load&version=0.1",
-        args.target.host, args.target.port, args.target.key
-    );
-    let baseline_kib = args.server_pid.and_then(rss_kib);
+    let ports = if args.ws_ports.is_empty() {
+        vec![args.target.port]
+    } else {
+        args.ws_ports.clone()
+    };
+    let url_of = |port: u16| {
+        format!(
+            "ws://{}:{}/app/{}?protocol=7&client=realtime-load&version=0.1",
+            args.target.host, port, args.target.key
+        )
+    };
+    let baseline_kib = rss_kib_of(&args.server_pid);
     let ready = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let started = Instant::now();
     let (results_to, mut results) = mpsc::unbounded_channel();
     let (phase_to, phase) = watch::channel(Phase::Triggering);
-    for _ in 0..args.connections {
+    for n in 0..args.connections {
         // At most `connect_concurrency` handshakes are pending at once.
         let permit = gate.clone().acquire_owned().await?;
-        let url = url.clone();
+        // Spread evenly over the ports.
+        let port = ports[n % ports.len()];
         let ready = ready.clone();
         tokio::spawn(subscriber(
-            url,
+            port,
+            url_of(port),
             args.events,
             ready,
             permit,
@@ -434,9 +466,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let subscribed = ready.load(Ordering::SeqCst);
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded_kib = args.server_pid.and_then(rss_kib);
+    let loaded_kib = rss_kib_of(&args.server_pid);
 
-    let server_cpu_before = args.server_pid.map(|pid| cpu_time_of(&pid.to_string()));
+    let server_cpu_before = cpu_time_of_all(&args.server_pid);
     let client_cpu_before = own_cpu_time();
     let first_sent = Instant::now();
     for seq in 0..args.events {
@@ -448,6 +480,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     }
     let _ = phase_to.send(Phase::Reporting);
     let mut per_delivery = Vec::new();
+    let mut by_port: std::collections::BTreeMap<u16, Vec<u64>> = Default::default();
     let mut full_fanout = vec![0u64; args.events];
     let mut deliveries_by_event = vec![0usize; args.events];
     let mut succeeded = 0;
@@ -455,10 +488,11 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for _ in 0..args.connections {
         match tokio::time::timeout_at(deadline, results.recv()).await {
-            Ok(Some(Ok(received))) => {
+            Ok(Some(Ok((port, received)))) => {
                 succeeded += 1;
                 for (seq, latency) in received {
                     per_delivery.push(latency);
+                    by_port.entry(port).or_default().push(latency);
                     if let Some(slot) = full_fanout.get_mut(seq) {
                         *slot = (*slot).max(latency);
                     }
@@ -480,10 +514,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let failed = args.connections - succeeded;
     // CPU is read before any connection closes: closing is not delivering.
     let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
-    let server_cpu = args
-        .server_pid
+    let server_cpu = cpu_time_of_all(&args.server_pid)
         .zip(server_cpu_before)
-        .map(|(pid, before)| cpu_time_of(&pid.to_string()).saturating_sub(before));
+        .map(|(after, before)| after.saturating_sub(before));
     // Everyone reported (or time is up): now the connections may close.
     let _ = phase_to.send(Phase::Done);
     per_delivery.sort_unstable();
@@ -501,6 +534,21 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         "expected_deliveries": expected,
         "failed_clients": failed,
         "first_error": first_error,
+        "delivery_by_port": by_port
+            .iter_mut()
+            .map(|(port, latencies)| {
+                latencies.sort_unstable();
+                (
+                    port.to_string(),
+                    serde_json::json!({
+                        "trigger_port": *port == args.target.port,
+                        "deliveries": latencies.len(),
+                        "p50_ms": ms(percentile(latencies, 50.0)),
+                        "p99_ms": ms(percentile(latencies, 99.0)),
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>(),
         "delivery_p50_ms": ms(percentile(&per_delivery, 50.0)),
         "delivery_p99_ms": ms(percentile(&per_delivery, 99.0)),
         "full_fanout_p50_ms": ms(percentile(&full_fanout, 50.0)),
