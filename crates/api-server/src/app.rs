@@ -321,7 +321,6 @@ pub fn http_server(
                             ))
                         }
                     };
-                    in_flight.answered(res.status());
                     let mut res = if realtime_mounted && is_realtime_path(&path) {
                         res
                     } else {
@@ -342,8 +341,9 @@ pub fn http_server(
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "handled"
                     );
-                    drop(in_flight);
-                    Ok(res)
+                    // The request stays in flight for the watchdog until its
+                    // body has been written, not only until its head is ready.
+                    Ok(in_flight.hold(res))
                 }
                 .instrument(span)
             })

@@ -7,11 +7,14 @@
 //! the socket for as long as it likes. So:
 //!
 //! - every connection has a watchdog ([`on_connect`]): once a request is
-//!   answered, the next one must reach the application within
-//!   [`NEXT_REQUEST_TIMEOUT`] (the keep-alive time plus the header time),
-//!   else the socket is shut down. While a request is being handled the
-//!   watchdog waits; a WebSocket upgrade ends it (the realtime server keeps
-//!   its own activity timeout on those);
+//!   answered and its body written, the next one must reach the application
+//!   within [`NEXT_REQUEST_TIMEOUT`] (the keep-alive time plus the header
+//!   time), else the socket is shut down. While a request is being handled
+//!   the watchdog waits; while its answer's body is written, the client must
+//!   take some of it every [`WRITE_STALL_TIMEOUT`] ([`InFlight::hold`]), so a
+//!   slow download goes on for as long as it moves and a client that stopped
+//!   reading is let go; a WebSocket upgrade ends the watchdog (the realtime
+//!   server keeps its own activity timeout on those);
 //! - a request's body must arrive within [`BODY_TIMEOUT`] of its head
 //!   ([`limit_body_time`]), else reading it fails and the request is
 //!   answered 408.
@@ -24,7 +27,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Extensions, Payload, ServiceRequest};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -51,6 +55,18 @@ pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// From an answer to the next request's head having fully arrived: the
 /// keep-alive time (no byte yet) plus the header time (the head under way).
 pub const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// While an answer's body is being written: the longest the client may take
+/// none of it. The body is handed to actix in [`WRITE_CHUNK`] pieces, and
+/// actix asks for the next only once its write buffer has drained into the
+/// socket, so a piece taken is the client's progress. A download of any
+/// length goes on while it moves; one that stands still this long is cut.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pieces an answer's body is handed to actix in (see
+/// [`WRITE_STALL_TIMEOUT`]): a body given as one large chunk would sit in
+/// actix's write buffer whole, and its writing would show no progress.
+pub const WRITE_CHUNK: usize = 16 * 1024;
 
 /// Time for a request's body to arrive, counted from its head. Bodies here
 /// are at most 64 KiB (1 MiB for the realtime server's HTTP API): 10 s is
@@ -122,6 +138,10 @@ struct Shared {
     in_flight: AtomicUsize,
     /// When the connection last had no request in flight.
     idle_since_ms: AtomicU64,
+    /// Answers whose body is being written.
+    writing: AtomicUsize,
+    /// When a body being written last handed a piece to actix.
+    progress_ms: AtomicU64,
     /// Answered with 101: a WebSocket, whose own timeouts apply.
     upgraded: AtomicBool,
     /// The connection ended.
@@ -166,14 +186,18 @@ async fn watch(shared: Arc<Shared>, socket: std::net::TcpStream) {
         if shared.closed.load(Ordering::SeqCst) || shared.upgraded.load(Ordering::SeqCst) {
             return;
         }
-        if shared.in_flight.load(Ordering::SeqCst) > 0 {
+        let deadline = if shared.writing.load(Ordering::SeqCst) > 0 {
+            // A body is being written: the client must keep taking it.
+            instant_of(shared.progress_ms.load(Ordering::SeqCst)) + WRITE_STALL_TIMEOUT
+        } else if shared.in_flight.load(Ordering::SeqCst) > 0 {
+            // A handler is at work: its own time is not the client's.
             shared.wake.notified().await;
             continue;
-        }
-        let deadline =
-            instant_of(shared.idle_since_ms.load(Ordering::SeqCst)) + NEXT_REQUEST_TIMEOUT;
+        } else {
+            instant_of(shared.idle_since_ms.load(Ordering::SeqCst)) + NEXT_REQUEST_TIMEOUT
+        };
         if Instant::now() >= deadline {
-            tracing::debug!("closing a connection whose next request did not arrive in time");
+            tracing::debug!("closing a connection whose client stopped reading or sending");
             let _ = socket.shutdown(std::net::Shutdown::Both);
             return;
         }
@@ -185,10 +209,14 @@ async fn watch(shared: Arc<Shared>, socket: std::net::TcpStream) {
 }
 
 /// A request being handled, for its connection's watchdog; dropping it
-/// (the answer is out, or the request was abandoned) starts the wait for
-/// the next request.
+/// (the answer's body is written, or the request was abandoned) starts the
+/// wait for the next request.
 #[derive(Debug)]
-pub struct InFlight(Option<Arc<Shared>>);
+pub struct InFlight {
+    shared: Option<Arc<Shared>>,
+    /// Counted in `writing` (its answer's body is being written).
+    writing: bool,
+}
 
 impl InFlight {
     /// Marks a request of `req`'s connection as being handled.
@@ -198,26 +226,102 @@ impl InFlight {
             shared.in_flight.fetch_add(1, Ordering::SeqCst);
             shared.wake.notify_one();
         }
-        InFlight(shared)
+        InFlight {
+            shared,
+            writing: false,
+        }
     }
 
-    /// The request was answered with `status`: 101 hands the connection to
-    /// the WebSocket.
-    pub fn answered(&self, status: actix_web::http::StatusCode) {
-        if status == actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(shared) = &self.0 {
+    /// The request was answered with `res`: the request stays in flight
+    /// until the answer's body has been handed to the socket, so that a
+    /// download is timed by its progress ([`WRITE_STALL_TIMEOUT`]) and not
+    /// by [`NEXT_REQUEST_TIMEOUT`] counted from the answer's head. A 101
+    /// hands the connection to the WebSocket, whose own timeouts apply.
+    pub fn hold(mut self, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        if res.status() == actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(shared) = &self.shared {
                 shared.upgraded.store(true, Ordering::SeqCst);
             }
+            return res;
+        }
+        if let Some(shared) = &self.shared {
+            shared.progress_ms.store(millis_now(), Ordering::SeqCst);
+            shared.writing.fetch_add(1, Ordering::SeqCst);
+            self.writing = true;
+            shared.wake.notify_one();
+        }
+        res.map_body(|_, body| {
+            BoxBody::new(HeldBody {
+                body,
+                piece: Bytes::new(),
+                held: Some(self),
+            })
+        })
+    }
+
+    fn progressed(&self) {
+        if let Some(shared) = &self.shared {
+            shared.progress_ms.store(millis_now(), Ordering::SeqCst);
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(shared) = &self.0 {
+        if let Some(shared) = &self.shared {
             shared.idle_since_ms.store(millis_now(), Ordering::SeqCst);
+            if self.writing {
+                shared.writing.fetch_sub(1, Ordering::SeqCst);
+            }
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             shared.wake.notify_one();
+        }
+    }
+}
+
+/// An answer's body carrying its request's [`InFlight`] until the last
+/// piece is taken (or the body is dropped: the client went away), handed
+/// out in pieces of at most [`WRITE_CHUNK`] so that each piece taken is
+/// the client's progress.
+struct HeldBody {
+    body: BoxBody,
+    /// What is left of the chunk the body gave last.
+    piece: Bytes,
+    held: Option<InFlight>,
+}
+
+impl MessageBody for HeldBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.piece.is_empty() {
+                let take = this.piece.len().min(WRITE_CHUNK);
+                if let Some(held) = &this.held {
+                    held.progressed();
+                }
+                return Poll::Ready(Some(Ok(this.piece.split_to(take))));
+            }
+            match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.piece = chunk,
+                Poll::Ready(Some(Err(e))) => {
+                    this.held = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.held = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

@@ -621,3 +621,127 @@ async fn a_websocket_outlives_the_deadline_for_the_next_request() {
     .await;
     assert_eq!(pong, Ok(true), "the WebSocket answers after the idle time");
 }
+
+// ------------------------------------------------------------ slow downloads
+
+/// The large answer's size: far more than the sockets' buffers hold
+/// (Linux lets a send buffer grow to 4 MiB by default).
+const LARGE: usize = 32 * 1024 * 1024;
+
+/// The app serving a `len`-byte file as pusher-js: an answer large enough
+/// that writing it to a slow reader takes seconds.
+async fn app_with_a_large_answer(len: usize) -> (common::TestApp, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("{}.js", common::unique("large_answer")));
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    let mut options = Options::embedded(Backend::Sqlite);
+    options
+        .extra
+        .push(("PUSHER_JS_PATH".into(), path.to_string_lossy().into_owned()));
+    (spawn_with(options).await, path)
+}
+
+/// A connection with a small receive buffer, so the server can send only
+/// as fast as the test reads; the large answer asked for on it.
+async fn ask_for_the_large_answer(port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stream
+        .write_all(b"GET /vendor/pusher.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Reads the answer's head; answers its `Content-Length` and the body bytes
+/// that came with it.
+async fn read_head(stream: &mut TcpStream) -> (usize, usize) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("a content length");
+            return (length, got.len() - end - 4);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a head in time")
+            .expect("readable");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads the rest of a body of `length` (of which `got` are in), at most
+/// `rate` bytes a second (`None`: as fast as it comes), until it is all in
+/// or the connection ends; answers the bytes got in all.
+async fn read_body(
+    stream: &mut TcpStream,
+    length: usize,
+    mut got: usize,
+    rate: Option<f64>,
+) -> usize {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    while got < length {
+        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return got,
+            Ok(Ok(n)) => got += n,
+        }
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(got as f64 / rate);
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+    }
+    got
+}
+
+#[actix_web::test]
+async fn a_slow_download_goes_on_past_the_deadline_for_the_next_request() {
+    let (app, path) = app_with_a_large_answer(LARGE).await;
+    let mut stream = ask_for_the_large_answer(app.port).await;
+    let started = Instant::now();
+    let (length, got) = read_head(&mut stream).await;
+    assert_eq!(length, LARGE);
+    // 2 MB/s: 16 s, longer than the time a connection gets between two
+    // requests, the client taking some of the body all along; more than
+    // 10 s of it plus what the kernel buffers (4 MiB here) is left after
+    // 10 s, so a cut then would show.
+    let got = read_body(&mut stream, length, got, Some(2_000_000.0)).await;
+    let took = started.elapsed();
+    println!("{got} of {length} bytes in {took:?}");
+    assert!(
+        took > api_server::slow_clients::NEXT_REQUEST_TIMEOUT,
+        "the download outlasted the next-request deadline: {took:?}"
+    );
+    assert_eq!(got, length, "the whole body, not cut off after {took:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_an_answer_is_let_go() {
+    let (app, path) = app_with_a_large_answer(LARGE).await;
+    let mut stream = ask_for_the_large_answer(app.port).await;
+    let (length, got) = read_head(&mut stream).await;
+    // Takes nothing for longer than a body may stand still...
+    tokio::time::sleep(api_server::slow_clients::WRITE_STALL_TIMEOUT + Duration::from_secs(3))
+        .await;
+    // ...then reads as fast as it can: only what the sockets held by then.
+    let got = read_body(&mut stream, length, got, None).await;
+    println!("{got} of {length} bytes");
+    assert!(
+        got < length / 2,
+        "the writing was cut off: {got} of {length}"
+    );
+    served_meanwhile(&app).await;
+    let _ = std::fs::remove_file(path);
+}
