@@ -25,7 +25,7 @@ pub struct LoginBody {
 fn too_many(wait: Duration) -> AppError {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     AppError::TooManyRequests {
-        retry_after_secs: secs.max(1),
+        retry_after_secs: Some(secs.max(1)),
     }
 }
 
@@ -70,7 +70,7 @@ pub async fn handler(
         .verify(password, hash)
         .await
         .map_err(|password::Busy| AppError::TooManyRequests {
-            retry_after_secs: 1,
+            retry_after_secs: Some(1),
         })?;
     let user = match stored.filter(|_| valid) {
         Some(user) => user,
