@@ -264,3 +264,25 @@ macro_rules! insert_returning {
         }
     }};
 }
+
+/// Loads `$query`'s rows as `$row` for a claim: on PostgreSQL locked
+/// `FOR UPDATE SKIP LOCKED`, so instances sharing the database each take
+/// other rows (a row one holds the others skip); on SQLite plainly, as one
+/// writer (the caller's write transaction or `db/writer.rs`) serialises the
+/// claims. The outbox dispatcher's and the SMS worker's claims read through it.
+#[macro_export]
+macro_rules! load_skip_locked {
+    ($conn:expr, $query:expr, $row:ty) => {{
+        use diesel::prelude::*;
+        match $conn {
+            $crate::db::DbConnection::Postgresql(c) => $query
+                .select(<$row>::as_select())
+                .for_update()
+                .skip_locked()
+                .load::<$row>(c),
+            $crate::db::DbConnection::Sqlite(c) => {
+                $query.select(<$row>::as_select()).load::<$row>(c)
+            }
+        }
+    }};
+}

@@ -13,15 +13,14 @@
 //! attempts are spent the message ends `failed` (`twilio_unavailable`).
 //! Twilio's refusals end it at once with Twilio's code.
 
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::background::{Signals, WorkerThread};
 use crate::config::ConfigError;
 use crate::db::write_transaction;
 use crate::error::AppError;
@@ -142,10 +141,8 @@ pub fn after_failure(settings: &SendSettings, attempt: i32, may_be_sent: bool) -
 /// configured.
 #[derive(Debug, Default)]
 pub struct SmsWorker {
-    wake: Arc<Notify>,
-    /// Set by [`SmsWorker::shutdown`]: until when sends under way may finish.
-    stop: Arc<Mutex<Option<Instant>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Its thread; a stop's deadline is until when sends under way may finish.
+    thread: WorkerThread,
 }
 
 impl SmsWorker {
@@ -157,22 +154,15 @@ impl SmsWorker {
     /// Starts the worker's thread for `state` (held weakly: the worker ends
     /// when the application does).
     pub fn start(&self, state: &Arc<AppState>) -> std::io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let state = Arc::downgrade(state);
-        let wake = self.wake.clone();
-        let stop = self.stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sms-worker".into())
-            .spawn(move || runtime.block_on(run(state, wake, stop)))?;
-        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Ok(())
+        self.thread.spawn("sms-worker", move |runtime, signals| {
+            runtime.block_on(run(state, signals))
+        })
     }
 
     /// Tells the worker a send was queued.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.thread.wake();
     }
 
     /// Stops claiming, lets the sends under way finish for at most
@@ -180,25 +170,18 @@ impl SmsWorker {
     /// its job claimed: after the lease, the next start (or another
     /// instance) looks it up at Twilio and sends it only if Twilio has not.
     pub fn shutdown(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-        self.wake.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(thread) = thread else { return };
         // The runtime drops what is left at the deadline; recording an
         // answer already received takes a moment more.
-        let give_up = deadline + Duration::from_secs(2);
-        if !crate::background::join_by(thread, give_up) {
+        if !self.thread.stop(timeout, Duration::from_secs(2)) {
             tracing::warn!("the SMS worker did not stop in time; its claimed sends are taken again after their lease");
         }
     }
 }
 
-async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<Instant>>>) {
+async fn run(state: Weak<AppState>, signals: Signals) {
     let mut sends: JoinSet<()> = JoinSet::new();
-    let stopping = || *stop.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if stopping().is_some() {
+        if signals.stop_by().is_some() {
             break;
         }
         let Some(app) = state.upgrade() else { break };
@@ -236,12 +219,12 @@ async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<In
         }
         drop(app);
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = signals.woken() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = sends.join_next(), if !sends.is_empty() => {}
         }
     }
-    let deadline = stopping().unwrap_or_else(Instant::now);
+    let deadline = signals.stop_by().unwrap_or_else(Instant::now);
     while !sends.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, sends.join_next()).await.is_err() {
