@@ -138,27 +138,9 @@ async fn unmatched(req: HttpRequest) -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound("route"))
 }
 
-/// Whether `req` carries `Authorization: Bearer TOKEN`, compared in constant
-/// time (over digests, so the token's length does not show either).
-fn bearer_matches(req: &HttpRequest, token: &realtime_core::Secret) -> bool {
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let given = sha2::Sha256::digest(given.trim().as_bytes());
-    let expected = sha2::Sha256::digest(token.expose().as_bytes());
-    given.ct_eq(&expected).into()
-}
-
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     if let Some(token) = &state.config.metrics_token {
-        if !bearer_matches(&req, token) {
+        if !crate::auth::bearer_matches(&req, token) {
             return Err(AppError::Unauthorized);
         }
     }

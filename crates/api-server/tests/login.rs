@@ -380,3 +380,85 @@ async fn behind_a_trusted_proxy_its_forwarded_host_is_our_origin() {
     .await;
     assert_eq!(scheme.status, 403, "{}", scheme.text);
 }
+
+#[actix_web::test]
+async fn a_client_written_forwarded_host_is_not_our_origin_behind_a_proxy_that_only_appends_for() {
+    let app = behind_proxy(Backend::Sqlite).await;
+    // The client wrote `host=`; the trusted proxy appended its own element
+    // naming only the client (`for=`): the host is the client's word.
+    for forwarded in [
+        "host=evil.example;proto=https, for=198.51.100.1",
+        "for=6.6.6.6;host=evil.example;proto=https,for=198.51.100.1",
+    ] {
+        let res = cookie_post(
+            &app,
+            "+14155550104",
+            &[("origin", "https://evil.example"), ("forwarded", forwarded)],
+        )
+        .await;
+        assert_eq!(res.status, 403, "{forwarded}: {}", res.text);
+        assert_eq!(res.error_code(), "forbidden");
+    }
+}
+
+#[actix_web::test]
+async fn with_public_url_set_no_forwarded_host_is_our_origin() {
+    let mut options = Options::embedded(Backend::Sqlite);
+    options
+        .extra
+        .push(("TRUSTED_PROXIES".to_owned(), "127.0.0.1".to_owned()));
+    options.public_url = Some("https://inbox.example".to_owned());
+    let app = spawn_with(options).await;
+    // Even what the trusted proxy itself wrote: PUBLIC_URL names our origin.
+    for headers in [
+        vec![
+            ("origin", "https://evil.example"),
+            (
+                "forwarded",
+                "for=198.51.100.1;host=evil.example;proto=https",
+            ),
+        ],
+        vec![
+            ("origin", "https://evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+    ] {
+        let res = cookie_post(&app, "+14155550105", &headers).await;
+        assert_eq!(res.status, 403, "{headers:?}: {}", res.text);
+    }
+    let public = cookie_post(&app, "+14155550105", &[("origin", "https://inbox.example")]).await;
+    assert_eq!(public.status, 201, "{}", public.text);
+}
+
+#[actix_web::test]
+async fn the_bearer_scheme_is_read_in_any_case_for_sessions_and_metrics() {
+    let mut options = Options::embedded(Backend::Sqlite);
+    options
+        .extra
+        .push(("METRICS_TOKEN".to_owned(), "metrics-t0ken".to_owned()));
+    let app = spawn_with(options).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let me = app
+            .send(
+                app.req(Method::GET, "/api/me")
+                    .header("authorization", format!("{scheme} {}", app.fx.alice.token)),
+            )
+            .await;
+        assert_eq!(me.status, 200, "{scheme}: {}", me.text);
+        let metrics = app
+            .send(
+                app.req(Method::GET, "/metrics")
+                    .header("authorization", format!("{scheme} metrics-t0ken")),
+            )
+            .await;
+        assert_eq!(metrics.status, 200, "{scheme}: {}", metrics.text);
+    }
+    let basic = app
+        .send(
+            app.req(Method::GET, "/api/me")
+                .header("authorization", format!("Basic {}", app.fx.alice.token)),
+        )
+        .await;
+    assert_eq!(basic.status, 401);
+}

@@ -170,13 +170,13 @@ impl Default for LoginLimiter {
     }
 }
 
-/// The part of a client address a key names: an IPv4 address, or an IPv6
-/// address's /64 (one subscriber usually holds a whole /64, so counting its
-/// addresses apart would give an attacker billions of fresh keys).
+/// The part of a client address a key names: what
+/// [`realtime_server::client_address::counted_network`] counts it as (an
+/// IPv4 address, or an IPv6 address's /64), as bytes.
 fn network(address: IpAddr) -> Vec<u8> {
-    match address {
+    match realtime_server::client_address::counted_network(address) {
         IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 
