@@ -63,6 +63,13 @@ pub enum AppError {
     /// Something failed on our side (500); the cause is logged.
     #[error("internal error")]
     Internal(String),
+    /// The server has more work queued than it takes on in time (503),
+    /// with `Retry-After`.
+    #[error("the server is busy; try again in {retry_after_secs} seconds")]
+    Overloaded {
+        /// When to try again.
+        retry_after_secs: u64,
+    },
     /// The database is unreachable or busy (503).
     #[error("the database is unavailable")]
     Unavailable(String),
@@ -135,7 +142,7 @@ impl AppError {
             AppError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Internal(_) => "internal",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::Unavailable(_) | AppError::Overloaded { .. } => "unavailable",
             AppError::StorageFull(_) => "storage_full",
         }
     }
@@ -155,7 +162,9 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -170,7 +179,8 @@ impl ResponseError for AppError {
         let mut response = HttpResponse::build(self.status_code());
         if let AppError::TooManyRequests {
             retry_after_secs: Some(retry_after_secs),
-        } = self
+        }
+        | AppError::Overloaded { retry_after_secs } = self
         {
             response.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
@@ -367,6 +377,18 @@ mod tests {
         assert_eq!(
             wait.to_string(),
             "too many attempts; try again in 3 seconds"
+        );
+        let overloaded = AppError::Overloaded {
+            retry_after_secs: 1,
+        }
+        .error_response();
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            overloaded
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
         );
         assert_eq!(
             wait.error_response()

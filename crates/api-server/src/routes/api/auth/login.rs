@@ -65,13 +65,22 @@ pub async fn handler(
     let hash = stored.as_ref().map(|u| u.password_hash.clone());
     // An unknown email is verified against a dummy hash, so the answer
     // takes as long and says as little.
-    let valid = state
-        .login_verifier
-        .verify(password, hash)
-        .await
-        .map_err(|password::Busy| AppError::TooManyRequests {
-            retry_after_secs: Some(1),
-        })?;
+    let valid =
+        state
+            .login_verifier
+            .verify(password, hash)
+            .await
+            .map_err(|refused| match refused {
+                // The queue is full: come back in a moment.
+                password::Refused::Busy => AppError::TooManyRequests {
+                    retry_after_secs: Some(1),
+                },
+                // Queued, but no thread came free in time: the server is
+                // overloaded, not the client too eager.
+                password::Refused::TimedOut => AppError::Overloaded {
+                    retry_after_secs: 1,
+                },
+            })?;
     let user = match stored.filter(|_| valid) {
         Some(user) => user,
         None => {
