@@ -192,7 +192,19 @@ fn is_realtime_path(path: &str) -> bool {
 /// 413 and other extractor failures) the contract's shape
 /// `{"error":{"code","message"}}`, keeping its status and headers (`Allow`).
 fn in_contract_shape(res: ServiceResponse) -> ServiceResponse {
-    let status = res.status();
+    // A raw body (webhooks, channel authorization) read past its deadline
+    // fails as a payload error, which actix answers 400; it is the client's
+    // slowness, as JSON and form bodies already say with 408.
+    let body_too_slow = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<actix_web::error::PayloadError>())
+        .is_some_and(slow_clients::is_body_timeout);
+    let status = if body_too_slow {
+        actix_web::http::StatusCode::REQUEST_TIMEOUT
+    } else {
+        res.status()
+    };
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
@@ -201,7 +213,7 @@ fn in_contract_shape(res: ServiceResponse) -> ServiceResponse {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    if is_json && !body_too_slow {
         return res;
     }
     let (req, old) = res.into_parts();

@@ -559,22 +559,47 @@ async fn half_a_second_request_head_is_cut_off() {
 #[actix_web::test]
 async fn a_trickled_body_is_cut_off() {
     let app = spawn_app(Backend::Sqlite).await;
-    let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    slow.write_all(
-        b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":",
-    )
-    .await
-    .unwrap();
+    // A JSON body, and raw bodies (the webhooks, channel authorization),
+    // whose late arrival was a 400 before.
+    let bearer = format!("Authorization: Bearer {}\r\n", app.fx.alice.token);
+    let requests = [
+        ("/api/auth/login", "application/json", String::new()),
+        ("/api/webhooks/pusher", "application/json", String::new()),
+        (
+            "/api/webhooks/twilio",
+            "application/x-www-form-urlencoded",
+            String::new(),
+        ),
+        (
+            "/api/pusher/auth",
+            "application/x-www-form-urlencoded",
+            bearer,
+        ),
+    ];
+    let mut slow = Vec::new();
+    for (path, content_type, extra) in requests {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\
+             Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{{\"email\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push((path, stream));
+    }
     served_meanwhile(&app).await;
     let started = Instant::now();
-    let got = read_until_closed(&mut slow, Duration::from_secs(40))
-        .await
-        .expect("the connection is answered and closed once the body is late");
-    println!("closed after {:?}", started.elapsed());
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+    for (path, mut stream) in slow {
+        let got = read_until_closed(&mut stream, Duration::from_secs(40))
+            .await
+            .expect("the connection is answered and closed once the body is late");
+        println!("{path}: closed after {:?}", started.elapsed());
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(
+            text.contains(r#""code":"request_timeout""#),
+            "{path}: {text}"
+        );
+    }
 }
 
 #[actix_web::test]
