@@ -259,6 +259,19 @@ pub fn http_server(
         .map(std::net::TcpListener::local_addr)
         .transpose()?;
     let realtime_mounted = embedded.is_some();
+    // As many workers as actix would start by itself, stated, so that the
+    // connections they may hold together fit the descriptor limit.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let descriptor_limit = slow_clients::descriptor_limit();
+    let per_worker = slow_clients::connections_per_worker(descriptor_limit, workers);
+    if per_worker < slow_clients::MAX_CONNECTIONS_PER_WORKER {
+        tracing::info!(
+            descriptor_limit,
+            workers,
+            connections_per_worker = per_worker,
+            "the descriptor limit caps connections (raise `ulimit -n` / LimitNOFILE for more)"
+        );
+    }
     let server = HttpServer::new(move || {
         let state = state.clone();
         let metrics = state.metrics.clone();
@@ -351,7 +364,8 @@ pub fn http_server(
     .client_request_timeout(slow_clients::HEADER_TIMEOUT)
     .client_disconnect_timeout(slow_clients::DISCONNECT_TIMEOUT)
     .keep_alive(slow_clients::KEEP_ALIVE)
-    .max_connections(slow_clients::MAX_CONNECTIONS_PER_WORKER)
+    .workers(workers)
+    .max_connections(per_worker)
     .listen(listener)?;
     let server = match metrics_listener {
         Some(metrics_listener) => server.listen(metrics_listener)?,

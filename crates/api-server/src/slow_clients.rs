@@ -74,11 +74,52 @@ pub const WRITE_CHUNK: usize = 16 * 1024;
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open connections per worker (one worker per core), WebSockets of the
-/// embedded realtime server included: past it the worker stops accepting
-/// until one closes. Kept well below what one process may open with a
-/// common descriptor limit raised for servers (65,536), so the database's
-/// and the clients' own sockets and files always find a descriptor.
+/// embedded realtime server included, at most: past it the worker stops
+/// accepting until one closes. Fewer when the process's descriptor limit
+/// cannot hold that many ([`connections_per_worker`]).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+
+/// Descriptors one connection holds: its socket, and the watchdog's second
+/// descriptor of it ([`on_connect`]).
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+
+/// Descriptors kept for everything but client connections (the database's
+/// connections, requests to Twilio and Pusher, listeners, files): this
+/// many, or a quarter of a limit under 4,000.
+pub const RESERVED_DESCRIPTORS: u64 = 1_000;
+
+/// How many connections each of `workers` may hold so that all of them
+/// together, [`DESCRIPTORS_PER_CONNECTION`] each, stay within
+/// `descriptor_limit` less the [`RESERVED_DESCRIPTORS`]: at most
+/// [`MAX_CONNECTIONS_PER_WORKER`], at least one. A fixed cap alone did not
+/// fit: 10,000 a worker, two descriptors each, on 4 cores is 80,000, past
+/// the 65,536 a server's limit is commonly raised to, and an `accept` or the
+/// watchdog's descriptor would then fail under load. No limit known: the
+/// maximum.
+pub fn connections_per_worker(descriptor_limit: Option<u64>, workers: usize) -> usize {
+    let Some(limit) = descriptor_limit else {
+        return MAX_CONNECTIONS_PER_WORKER;
+    };
+    let reserved = RESERVED_DESCRIPTORS.min(limit / 4);
+    let per_worker =
+        limit.saturating_sub(reserved) / (workers.max(1) as u64 * DESCRIPTORS_PER_CONNECTION);
+    usize::try_from(per_worker)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS_PER_WORKER)
+}
+
+/// The process's descriptor limit (its soft `RLIMIT_NOFILE`), where the
+/// system tells it; `None` when it is unlimited or unknown.
+pub fn descriptor_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
 
 /// Connections the kernel may hold accepted-but-not-yet-taken. A burst
 /// beyond it is refused at once rather than queued for seconds.
@@ -381,5 +422,47 @@ impl Stream for BodyDeadline {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptors_used(limit: u64, workers: usize) -> u64 {
+        connections_per_worker(Some(limit), workers) as u64
+            * workers as u64
+            * DESCRIPTORS_PER_CONNECTION
+    }
+
+    #[test]
+    fn connections_per_worker_fit_the_descriptor_limit() {
+        // 65,536 on 4 cores: 10,000 a worker would need 80,000.
+        assert_eq!(connections_per_worker(Some(65_536), 4), 8_067);
+        assert!(descriptors_used(65_536, 4) + RESERVED_DESCRIPTORS <= 65_536);
+        for workers in [1, 2, 4, 8, 16, 64, 256] {
+            for limit in [0, 10, 1_024, 4_096, 20_000, 65_536, 1_048_576] {
+                let per_worker = connections_per_worker(Some(limit), workers);
+                assert!((1..=MAX_CONNECTIONS_PER_WORKER).contains(&per_worker));
+                if per_worker > 1 {
+                    assert!(
+                        descriptors_used(limit, workers) + RESERVED_DESCRIPTORS.min(limit / 4)
+                            <= limit,
+                        "{limit} descriptors, {workers} workers"
+                    );
+                }
+            }
+        }
+        // Room enough: the cap.
+        assert_eq!(connections_per_worker(Some(1_048_576), 2), 10_000);
+        assert_eq!(connections_per_worker(None, 64), 10_000);
+        // A small limit keeps a quarter for the rest.
+        assert_eq!(connections_per_worker(Some(1_024), 2), 192);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_descriptor_limit_is_read() {
+        assert!(descriptor_limit().is_some_and(|limit| limit > 0));
     }
 }
