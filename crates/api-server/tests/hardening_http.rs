@@ -462,6 +462,33 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
     assert_eq!(again.total(), 0);
 }
 
+/// The clean-up's batches read no more than they delete: no `ORDER BY`,
+/// which on `early_statuses.created_at` (no index) sorted the whole table
+/// for every batch of 500.
+#[actix_web::test]
+async fn cleanup_batches_sort_nothing() {
+    use diesel::connection::{Connection, InstrumentationEvent};
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut conn = app.db.connect();
+    let statements = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = statements.clone();
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            seen.lock().unwrap().push(query.to_string());
+        }
+    });
+    let later = api_server::models::now() + chrono::Duration::days(365);
+    api_server::models::session::Session::delete_expired(&mut conn, later, 10).unwrap();
+    api_server::models::idempotency::delete_older_than(&mut conn, later, 10).unwrap();
+    api_server::models::early_status::EarlyStatus::delete_older_than(&mut conn, later, 10)
+        .unwrap();
+    let statements = statements.lock().unwrap().clone();
+    assert!(statements.len() >= 6, "{statements:#?}");
+    for statement in &statements {
+        assert!(!statement.to_uppercase().contains("ORDER BY"), "{statement}");
+    }
+}
+
 // ------------------------------------------------------------ slow clients
 
 /// Reads until the server closes the connection, at most `limit`; answers

@@ -286,3 +286,24 @@ macro_rules! load_skip_locked {
         }
     }};
 }
+
+/// Deletes at most `$limit` rows of `$table` that match `$filter`: reads
+/// their keys (`$key`, of Rust type `$key_ty`), then deletes those rows;
+/// evaluates to how many went (a `QueryResult<usize>`). The one shape of the
+/// clean-up's batches (`cleanup.rs`), so that a backlog is removed a bounded
+/// batch at a time. Without an `ORDER BY`: which of the rows past their time
+/// go first does not matter, and ordering by a column without an index
+/// (`early_statuses.created_at`) would sort the whole table for every batch.
+#[macro_export]
+macro_rules! delete_batch {
+    ($conn:expr, $table:expr, $key:expr, $key_ty:ty, $filter:expr, $limit:expr) => {{
+        use diesel::prelude::*;
+        let conn: &mut $crate::db::DbConnection = $conn;
+        $table
+            .select($key)
+            .filter($filter)
+            .limit($limit)
+            .load::<$key_ty>(conn)
+            .and_then(|keys| diesel::delete($table.filter($key.eq_any(keys))).execute(conn))
+    }};
+}
