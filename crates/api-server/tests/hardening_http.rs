@@ -480,12 +480,14 @@ async fn cleanup_batches_sort_nothing() {
     let later = api_server::models::now() + chrono::Duration::days(365);
     api_server::models::session::Session::delete_expired(&mut conn, later, 10).unwrap();
     api_server::models::idempotency::delete_older_than(&mut conn, later, 10).unwrap();
-    api_server::models::early_status::EarlyStatus::delete_older_than(&mut conn, later, 10)
-        .unwrap();
+    api_server::models::early_status::EarlyStatus::delete_older_than(&mut conn, later, 10).unwrap();
     let statements = statements.lock().unwrap().clone();
     assert!(statements.len() >= 6, "{statements:#?}");
     for statement in &statements {
-        assert!(!statement.to_uppercase().contains("ORDER BY"), "{statement}");
+        assert!(
+            !statement.to_uppercase().contains("ORDER BY"),
+            "{statement}"
+        );
     }
 }
 
@@ -535,6 +537,23 @@ async fn read_answer(stream: &mut TcpStream) -> String {
     }
 }
 
+/// How much later than its deadline a slow client may be cut off here: the
+/// watchdog wakes at the deadline, and a loaded test machine adds a little.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// Asserts that a slow client was cut off at its `deadline` (counted from
+/// when it began to be late), neither before it nor much after.
+fn within(took: Duration, deadline: Duration) {
+    assert!(
+        took + Duration::from_millis(500) >= deadline,
+        "cut off after {took:?}, before the deadline of {deadline:?}"
+    );
+    assert!(
+        took <= deadline + SLACK,
+        "cut off after {took:?}, well past the deadline of {deadline:?}"
+    );
+}
+
 async fn served_meanwhile(app: &common::TestApp) {
     let started = Instant::now();
     let res = app.get_anon("/api/health").await;
@@ -544,17 +563,20 @@ async fn served_meanwhile(app: &common::TestApp) {
 
 #[actix_web::test]
 async fn half_a_first_request_head_is_cut_off_while_others_are_served() {
+    use api_server::slow_clients::HEADER_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
     let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let started = Instant::now();
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .await
         .unwrap();
     served_meanwhile(&app).await;
-    let started = Instant::now();
-    let got = read_until_closed(&mut slow, Duration::from_secs(30))
+    let got = read_until_closed(&mut slow, HEADER_TIMEOUT + SLACK)
         .await
         .expect("the connection is closed after the header timeout");
-    println!("closed after {:?}", started.elapsed());
+    let took = started.elapsed();
+    println!("closed after {took:?}");
+    within(took, HEADER_TIMEOUT);
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
@@ -564,6 +586,7 @@ async fn half_a_first_request_head_is_cut_off_while_others_are_served() {
 
 #[actix_web::test]
 async fn half_a_second_request_head_is_cut_off() {
+    use api_server::slow_clients::NEXT_REQUEST_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
     let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -571,20 +594,24 @@ async fn half_a_second_request_head_is_cut_off() {
         .unwrap();
     let first = read_answer(&mut slow).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The deadline counts from the answer just read.
+    let answered = Instant::now();
     // actix times the first head only: this one it would wait for forever.
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .await
         .unwrap();
     served_meanwhile(&app).await;
-    let started = Instant::now();
-    read_until_closed(&mut slow, Duration::from_secs(40))
+    read_until_closed(&mut slow, NEXT_REQUEST_TIMEOUT + SLACK)
         .await
         .expect("the connection is closed once the next head is late");
-    println!("closed after {:?}", started.elapsed());
+    let took = answered.elapsed();
+    println!("closed after {took:?}");
+    within(took, NEXT_REQUEST_TIMEOUT);
 }
 
 #[actix_web::test]
 async fn a_trickled_body_is_cut_off() {
+    use api_server::slow_clients::BODY_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
     // A JSON body, and raw bodies (the webhooks, channel authorization),
     // whose late arrival was a 400 before.
@@ -604,6 +631,7 @@ async fn a_trickled_body_is_cut_off() {
         ),
     ];
     let mut slow = Vec::new();
+    let started = Instant::now();
     for (path, content_type, extra) in requests {
         let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
         let head = format!(
@@ -614,12 +642,13 @@ async fn a_trickled_body_is_cut_off() {
         slow.push((path, stream));
     }
     served_meanwhile(&app).await;
-    let started = Instant::now();
     for (path, mut stream) in slow {
-        let got = read_until_closed(&mut stream, Duration::from_secs(40))
+        let got = read_until_closed(&mut stream, BODY_TIMEOUT + SLACK)
             .await
             .expect("the connection is answered and closed once the body is late");
-        println!("{path}: closed after {:?}", started.elapsed());
+        let took = started.elapsed();
+        println!("{path}: closed after {took:?}");
+        within(took, BODY_TIMEOUT);
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
         assert!(
