@@ -424,6 +424,20 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
             .unwrap();
     }
 
+    // Login failures: one forgotten a minute ago, one still counting.
+    for (key, expires_at) in [
+        ("a:forgotten", now - chrono::Duration::minutes(1)),
+        ("a:counting", now + chrono::Duration::minutes(30)),
+    ] {
+        api_server::models::login_failure::LoginFailure::record(
+            &mut conn,
+            key,
+            expires_at - chrono::Duration::hours(1),
+            expires_at,
+        )
+        .unwrap();
+    }
+
     let swept = api_server::cleanup::sweep(&app.state, now).await.unwrap();
     assert_eq!(
         swept,
@@ -431,8 +445,14 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
             sessions: 2,
             idempotency_keys: old_keys,
             early_statuses: 1,
+            login_failures: 1,
         }
     );
+    let login_keys: Vec<String> = api_server::db::schema::login_failures::table
+        .select(api_server::db::schema::login_failures::key_digest)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(login_keys, vec!["a:counting".to_owned()]);
 
     let keys: Vec<String> = idempotency_keys::table
         .select(idempotency_keys::key)
@@ -481,8 +501,9 @@ async fn cleanup_batches_sort_nothing() {
     api_server::models::session::Session::delete_expired(&mut conn, later, 10).unwrap();
     api_server::models::idempotency::delete_older_than(&mut conn, later, 10).unwrap();
     api_server::models::early_status::EarlyStatus::delete_older_than(&mut conn, later, 10).unwrap();
+    api_server::models::login_failure::LoginFailure::delete_expired(&mut conn, later, 10).unwrap();
     let statements = statements.lock().unwrap().clone();
-    assert!(statements.len() >= 6, "{statements:#?}");
+    assert!(statements.len() >= 8, "{statements:#?}");
     for statement in &statements {
         assert!(
             !statement.to_uppercase().contains("ORDER BY"),

@@ -193,6 +193,95 @@ async fn the_back_off_grows_with_each_failure() {
     );
 }
 
+// ---------------------------------------------------------------- several instances
+
+/// Two instances on one database (a SQLite file, or a PostgreSQL database),
+/// both believing forwarded addresses from 127.0.0.1.
+async fn two_instances(backend: Backend) -> (TestApp, TestApp) {
+    let mut options = Options::embedded(backend);
+    options
+        .extra
+        .push(("TRUSTED_PROXIES".to_owned(), "127.0.0.1".to_owned()));
+    let a = spawn_with(options.clone()).await;
+    let b = common::spawn_instance(a.db.clone(), &options, Some(a.fx.clone())).await;
+    (a, b)
+}
+
+/// The login limit is the database's, not an instance's: failures on one
+/// count on the other, the back-off refuses on both, and a success on one
+/// resets the pair for both. (Each instance kept its own counts before:
+/// with N instances behind a balancer, N times the guesses.)
+async fn login_failures_on_one_instance_count_on_another(backend: Backend) {
+    let (a, b) = two_instances(backend).await;
+    let x = "198.51.100.1";
+    for n in 1..=5 {
+        let res = login_from(&a, x, "alice@example.com", WRONG).await;
+        assert_eq!(res.status, 401, "failure {n} on A: {}", res.text);
+    }
+    // The sixth failure, on B, is B's first: it starts the back-off...
+    let sixth = login_from(&b, x, "alice@example.com", WRONG).await;
+    assert_eq!(sixth.status, 401, "{}", sixth.text);
+    // ...which both instances keep, even for the right password.
+    for app in [&a, &b] {
+        let res = login_from(app, x, "alice@example.com", PASSWORD).await;
+        retry_after(&res);
+    }
+    // Another address is untouched on either.
+    let elsewhere = login_from(&a, "203.0.113.7", "alice@example.com", PASSWORD).await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text);
+    // After the delay, a success on B resets the pair for A as well: five
+    // free failures again there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = login_from(&b, x, "alice@example.com", PASSWORD).await;
+        match res.status {
+            200 => break,
+            429 => {
+                assert!(Instant::now() < deadline, "never let through again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("{other}: {}", res.text),
+        }
+    }
+    for n in 1..=5 {
+        let res = login_from(&a, x, "alice@example.com", WRONG).await;
+        assert_eq!(res.status, 401, "failure {n} after the reset: {}", res.text);
+    }
+    // Nothing of it is kept in an instance's memory past the requests.
+    assert_eq!(a.state.login_limiter.keys_in_flight(), 0);
+    assert_eq!(b.state.login_limiter.keys_in_flight(), 0);
+}
+
+/// The one statement a failure costs, on each backend: it adds one, and
+/// starts over at one once the row's expiry has passed.
+async fn a_failure_is_one_upsert_that_starts_over_after_expiry(backend: Backend) {
+    use api_server::models::login_failure::LoginFailure;
+    let db = common::TestDb::new(backend);
+    api_server::db::migrate(&db.url).unwrap();
+    let mut conn = db.connect();
+    let t = api_server::models::now();
+    let hour = chrono::Duration::hours(1);
+    let failures = |conn: &mut api_server::db::DbConnection, at| {
+        LoginFailure::read(conn, &["e:key"], at)
+            .unwrap()
+            .first()
+            .map(|row| row.failures)
+    };
+    LoginFailure::record(&mut conn, "e:key", t, t + hour).unwrap();
+    LoginFailure::record(&mut conn, "e:key", t, t + hour).unwrap();
+    assert_eq!(failures(&mut conn, t), Some(2));
+    // Past its expiry it reads as none, and the next failure is the first.
+    let later = t + hour * 2;
+    assert_eq!(failures(&mut conn, later), None);
+    LoginFailure::record(&mut conn, "e:key", later, later + hour).unwrap();
+    assert_eq!(failures(&mut conn, later), Some(1));
+}
+
+backend_tests!(
+    login_failures_on_one_instance_count_on_another,
+    a_failure_is_one_upsert_that_starts_over_after_expiry
+);
+
 // ---------------------------------------------------------------- the pool
 
 /// 30 concurrent wrong-password logins against an argon2 hash, from 30
