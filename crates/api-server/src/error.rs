@@ -63,6 +63,9 @@ pub enum AppError {
     /// Something failed on our side (500); the cause is logged.
     #[error("internal error")]
     Internal(String),
+    /// The realtime service did not answer a query (503); the cause is logged.
+    #[error("the realtime service is unavailable")]
+    RealtimeUnavailable(String),
     /// The server has more work queued than it takes on in time (503),
     /// with `Retry-After`.
     #[error("the server is busy; try again in {retry_after_secs} seconds")]
@@ -142,7 +145,9 @@ impl AppError {
             AppError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Internal(_) => "internal",
-            AppError::Unavailable(_) | AppError::Overloaded { .. } => "unavailable",
+            AppError::Unavailable(_)
+            | AppError::RealtimeUnavailable(_)
+            | AppError::Overloaded { .. } => "unavailable",
             AppError::StorageFull(_) => "storage_full",
         }
     }
@@ -162,9 +167,9 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::Unavailable(_) | AppError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::Unavailable(_)
+            | AppError::RealtimeUnavailable(_)
+            | AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -173,6 +178,9 @@ impl ResponseError for AppError {
         match self {
             AppError::Internal(cause) => tracing::error!(%cause, "request failed"),
             AppError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            AppError::RealtimeUnavailable(cause) => {
+                tracing::warn!(%cause, "realtime service unavailable")
+            }
             AppError::StorageFull(cause) => tracing::error!(%cause, "the database's disk is full"),
             _ => {}
         }
