@@ -337,37 +337,7 @@ impl Drop for Attempt<'_> {
 mod tests {
     use super::*;
 
-    /// A migrated SQLite database of the test's own.
-    struct TestDb {
-        conn: DbConnection,
-        path: std::path::PathBuf,
-    }
-
-    impl TestDb {
-        fn new() -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "rate_limit_test_{}_{:08x}.db",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let url = path.to_string_lossy().into_owned();
-            crate::db::migrate(&url).unwrap();
-            TestDb {
-                conn: crate::db::connect(&url).unwrap(),
-                path,
-            }
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut file = self.path.clone().into_os_string();
-                file.push(suffix);
-                let _ = std::fs::remove_file(file);
-            }
-        }
-    }
+    use crate::db::TestDatabase as TestDb;
 
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())

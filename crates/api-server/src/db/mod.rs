@@ -307,3 +307,43 @@ macro_rules! delete_batch {
             .and_then(|keys| diesel::delete($table.filter($key.eq_any(keys))).execute(conn))
     }};
 }
+
+/// A migrated SQLite database of a unit test's own, removed when dropped.
+#[cfg(test)]
+pub(crate) struct TestDatabase {
+    /// A connection to it.
+    pub conn: DbConnection,
+    path: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl TestDatabase {
+    /// A fresh file in the temporary directory, migrated.
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "api_server_unit_{}_{:016x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let url = path.to_string_lossy().into_owned();
+        #[allow(clippy::expect_used)]
+        {
+            migrate(&url).expect("the test database migrates");
+            TestDatabase {
+                conn: connect(&url).expect("the test database opens"),
+                path,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}

@@ -544,27 +544,15 @@ mod tests {
 
     /// A migrated SQLite database of its own, with a team, a contact and two
     /// outbound messages with the same body (twins), each queued.
-    fn twins() -> (
-        crate::db::DbConnection,
-        Contact,
-        i64,
-        i64,
-        std::path::PathBuf,
-    ) {
+    fn twins() -> (crate::db::TestDatabase, Contact, i64, i64) {
         use crate::models::contact::NewContact;
         use crate::models::message::NewMessage;
-        let path = std::env::temp_dir().join(format!(
-            "delivery_test_{}_{:08x}.db",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let url = path.to_string_lossy().into_owned();
-        crate::db::migrate(&url).unwrap();
-        let mut conn = crate::db::connect(&url).unwrap();
-        let team = crate::cli::create_team(&mut conn, "Team", "+14155550100").unwrap();
+        let mut db = crate::db::TestDatabase::new();
+        let conn = &mut db.conn;
+        let team = crate::cli::create_team(conn, "Team", "+14155550100").unwrap();
         let now = crate::models::now();
         let contact = Contact::create(
-            &mut conn,
+            conn,
             &NewContact {
                 team_id: team,
                 name: "Carol",
@@ -576,7 +564,7 @@ mod tests {
         .unwrap();
         let mut message = || {
             let id = Message::create(
-                &mut conn,
+                conn,
                 &NewMessage {
                     team_id: team,
                     contact_id: contact.id,
@@ -592,11 +580,11 @@ mod tests {
             )
             .unwrap()
             .id;
-            SmsJob::enqueue(&mut conn, id, now).unwrap();
+            SmsJob::enqueue(conn, id, now).unwrap();
             id
         };
         let (first, second) = (message(), message());
-        (conn, contact, first, second, path)
+        (db, contact, first, second)
     }
 
     fn sid_of(conn: &mut crate::db::DbConnection, id: i64) -> Option<String> {
@@ -605,7 +593,8 @@ mod tests {
 
     #[test]
     fn an_adopted_sid_is_checked_in_the_transaction_that_records_it() {
-        let (mut conn, contact, first, second, path) = twins();
+        let (mut db, contact, first, second) = twins();
+        let conn = &mut db.conn;
         let found = vec![
             ("SM1".to_owned(), "sent".to_owned()),
             ("SM2".to_owned(), "sent".to_owned()),
@@ -613,48 +602,47 @@ mod tests {
         // The twin adopted SM1 after our lookup read the SIDs held: ours
         // passes to SM2 instead of failing on the UNIQUE SID.
         assert_eq!(
-            record_in(&mut conn, &contact, first, &found[..1], Adopt::FreeOnly).unwrap(),
+            record_in(conn, &contact, first, &found[..1], Adopt::FreeOnly).unwrap(),
             Recorded::Now
         );
         assert_eq!(
-            record_in(&mut conn, &contact, second, &found, Adopt::FreeOnly).unwrap(),
+            record_in(conn, &contact, second, &found, Adopt::FreeOnly).unwrap(),
             Recorded::Now
         );
-        assert_eq!(sid_of(&mut conn, first).as_deref(), Some("SM1"));
-        assert_eq!(sid_of(&mut conn, second).as_deref(), Some("SM2"));
-        assert!(SmsJob::find(&mut conn, second).unwrap().is_none());
-        let _ = std::fs::remove_file(path);
+        assert_eq!(sid_of(conn, first).as_deref(), Some("SM1"));
+        assert_eq!(sid_of(conn, second).as_deref(), Some("SM2"));
+        assert!(SmsJob::find(conn, second).unwrap().is_none());
     }
 
     #[test]
     fn a_lookup_whose_matches_are_all_held_records_nothing_and_a_send_still_ends() {
-        let (mut conn, contact, first, second, path) = twins();
+        let (mut db, contact, first, second) = twins();
+        let conn = &mut db.conn;
         let held = vec![("SM1".to_owned(), "sent".to_owned())];
-        record_in(&mut conn, &contact, first, &held, Adopt::FreeOnly).unwrap();
+        record_in(conn, &contact, first, &held, Adopt::FreeOnly).unwrap();
         // Nothing of ours: the job stays, to be sent.
         assert_eq!(
-            record_in(&mut conn, &contact, second, &held, Adopt::FreeOnly).unwrap(),
+            record_in(conn, &contact, second, &held, Adopt::FreeOnly).unwrap(),
             Recorded::NoneFree
         );
-        assert_eq!(sid_of(&mut conn, second), None);
-        assert!(SmsJob::find(&mut conn, second).unwrap().is_some());
+        assert_eq!(sid_of(conn, second), None);
+        assert!(SmsJob::find(conn, second).unwrap().is_some());
         // Our own send's SID, already adopted by the twin: sent all the same.
         assert_eq!(
-            record_in(&mut conn, &contact, second, &held, Adopt::Sent).unwrap(),
+            record_in(conn, &contact, second, &held, Adopt::Sent).unwrap(),
             Recorded::Now
         );
-        let message = Message::reload(&mut conn, second).unwrap();
+        let message = Message::reload(conn, second).unwrap();
         assert_eq!(
             (message.twilio_sid, message.status.as_str()),
             (None, "sent")
         );
-        assert!(SmsJob::find(&mut conn, second).unwrap().is_none());
+        assert!(SmsJob::find(conn, second).unwrap().is_none());
         // Recorded once: a later claimer finds it done.
         assert_eq!(
-            record_in(&mut conn, &contact, first, &held, Adopt::FreeOnly).unwrap(),
+            record_in(conn, &contact, first, &held, Adopt::FreeOnly).unwrap(),
             Recorded::Already
         );
-        let _ = std::fs::remove_file(path);
     }
 
     #[test]
