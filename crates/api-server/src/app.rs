@@ -138,27 +138,9 @@ async fn unmatched(req: HttpRequest) -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound("route"))
 }
 
-/// Whether `req` carries `Authorization: Bearer TOKEN`, compared in constant
-/// time (over digests, so the token's length does not show either).
-fn bearer_matches(req: &HttpRequest, token: &realtime_core::Secret) -> bool {
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let given = sha2::Sha256::digest(given.trim().as_bytes());
-    let expected = sha2::Sha256::digest(token.expose().as_bytes());
-    given.ct_eq(&expected).into()
-}
-
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     if let Some(token) = &state.config.metrics_token {
-        if !bearer_matches(&req, token) {
+        if !crate::auth::bearer_matches(&req, token) {
             return Err(AppError::Unauthorized);
         }
     }
@@ -210,7 +192,19 @@ fn is_realtime_path(path: &str) -> bool {
 /// 413 and other extractor failures) the contract's shape
 /// `{"error":{"code","message"}}`, keeping its status and headers (`Allow`).
 fn in_contract_shape(res: ServiceResponse) -> ServiceResponse {
-    let status = res.status();
+    // A raw body (webhooks, channel authorization) read past its deadline
+    // fails as a payload error, which actix answers 400; it is the client's
+    // slowness, as JSON and form bodies already say with 408.
+    let body_too_slow = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<actix_web::error::PayloadError>())
+        .is_some_and(slow_clients::is_body_timeout);
+    let status = if body_too_slow {
+        actix_web::http::StatusCode::REQUEST_TIMEOUT
+    } else {
+        res.status()
+    };
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
@@ -219,7 +213,7 @@ fn in_contract_shape(res: ServiceResponse) -> ServiceResponse {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    if is_json && !body_too_slow {
         return res;
     }
     let (req, old) = res.into_parts();
@@ -265,6 +259,19 @@ pub fn http_server(
         .map(std::net::TcpListener::local_addr)
         .transpose()?;
     let realtime_mounted = embedded.is_some();
+    // As many workers as actix would start by itself, stated, so that the
+    // connections they may hold together fit the descriptor limit.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let descriptor_limit = slow_clients::descriptor_limit();
+    let per_worker = slow_clients::connections_per_worker(descriptor_limit, workers);
+    if per_worker < slow_clients::MAX_CONNECTIONS_PER_WORKER {
+        tracing::info!(
+            descriptor_limit,
+            workers,
+            connections_per_worker = per_worker,
+            "the descriptor limit caps connections (raise `ulimit -n` / LimitNOFILE for more)"
+        );
+    }
     let server = HttpServer::new(move || {
         let state = state.clone();
         let metrics = state.metrics.clone();
@@ -321,7 +328,6 @@ pub fn http_server(
                             ))
                         }
                     };
-                    in_flight.answered(res.status());
                     let mut res = if realtime_mounted && is_realtime_path(&path) {
                         res
                     } else {
@@ -342,8 +348,9 @@ pub fn http_server(
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "handled"
                     );
-                    drop(in_flight);
-                    Ok(res)
+                    // The request stays in flight for the watchdog until its
+                    // body has been written, not only until its head is ready.
+                    Ok(in_flight.hold(res))
                 }
                 .instrument(span)
             })
@@ -357,7 +364,8 @@ pub fn http_server(
     .client_request_timeout(slow_clients::HEADER_TIMEOUT)
     .client_disconnect_timeout(slow_clients::DISCONNECT_TIMEOUT)
     .keep_alive(slow_clients::KEEP_ALIVE)
-    .max_connections(slow_clients::MAX_CONNECTIONS_PER_WORKER)
+    .workers(workers)
+    .max_connections(per_worker)
     .listen(listener)?;
     let server = match metrics_listener {
         Some(metrics_listener) => server.listen(metrics_listener)?,

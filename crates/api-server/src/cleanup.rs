@@ -1,6 +1,7 @@
 //! The periodic clean-up: rows that nothing else removes and that would
 //! otherwise pile up forever (expired sessions, idempotency keys past their
-//! use, early Twilio statuses that never met their message).
+//! use, early Twilio statuses that never met their message, login failures
+//! forgotten by the login limit).
 //!
 //! Deletes go in batches of [`BATCH`] rows, each its own write (on SQLite
 //! through the one writer), so a large backlog never holds the database's
@@ -18,6 +19,7 @@ use crate::db::DbConnection;
 use crate::error::AppError;
 use crate::models::early_status::EarlyStatus;
 use crate::models::idempotency;
+use crate::models::login_failure::LoginFailure;
 use crate::models::session::Session;
 
 /// Rows deleted by one statement.
@@ -47,12 +49,14 @@ pub struct Swept {
     pub idempotency_keys: usize,
     /// Early statuses older than [`EARLY_STATUS_LIFETIME`].
     pub early_statuses: usize,
+    /// Login failures past their expiry (an hour after a key's last one).
+    pub login_failures: usize,
 }
 
 impl Swept {
     /// Rows removed in all.
     pub fn total(&self) -> usize {
-        self.sessions + self.idempotency_keys + self.early_statuses
+        self.sessions + self.idempotency_keys + self.early_statuses + self.login_failures
     }
 }
 
@@ -66,6 +70,10 @@ pub async fn sweep(state: &AppState, now: NaiveDateTime) -> Result<Swept, AppErr
         .await?,
         early_statuses: drain(state, move |conn| {
             EarlyStatus::delete_older_than(conn, now - EARLY_STATUS_LIFETIME, BATCH)
+        })
+        .await?,
+        login_failures: drain(state, move |conn| {
+            LoginFailure::delete_expired(conn, now, BATCH)
         })
         .await?,
     })
@@ -137,6 +145,7 @@ async fn run(state: Weak<AppState>, stop: Arc<Stop>) {
                 sessions = swept.sessions,
                 idempotency_keys = swept.idempotency_keys,
                 early_statuses = swept.early_statuses,
+                login_failures = swept.login_failures,
                 "clean-up removed rows past their time"
             ),
             Ok(_) => {}

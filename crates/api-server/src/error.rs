@@ -40,29 +40,39 @@ pub enum AppError {
     #[error("this route does not accept that method")]
     MethodNotAllowed,
     /// The body is larger than the route accepts (413).
-    #[error("the request body is larger than the limit of {limit} bytes")]
+    #[error("the request body is larger than {}", limit_text(.limit))]
     PayloadTooLarge {
-        /// The limit, in bytes.
-        limit: usize,
+        /// The limit, in bytes, when the refusal knows it.
+        limit: Option<usize>,
     },
     /// The body is not of the type the route reads (415).
-    #[error("the request body must be sent as {expected}")]
+    #[error("the request body must be sent as {}", .expected.unwrap_or("a type this route reads"))]
     UnsupportedMediaType {
-        /// The content type expected.
-        expected: &'static str,
+        /// The content type expected, when the refusal knows it.
+        expected: Option<&'static str>,
     },
     /// The body did not arrive in time (408).
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     /// Too many attempts (429).
-    #[error("too many attempts; try again in {retry_after_secs} seconds")]
+    #[error("too many attempts; try again {}", retry_text(.retry_after_secs))]
     TooManyRequests {
-        /// When to try again.
-        retry_after_secs: u64,
+        /// When to try again (sent as `Retry-After`), when it is known.
+        retry_after_secs: Option<u64>,
     },
     /// Something failed on our side (500); the cause is logged.
     #[error("internal error")]
     Internal(String),
+    /// The realtime service did not answer a query (503); the cause is logged.
+    #[error("the realtime service is unavailable")]
+    RealtimeUnavailable(String),
+    /// The server has more work queued than it takes on in time (503),
+    /// with `Retry-After`.
+    #[error("the server is busy; try again in {retry_after_secs} seconds")]
+    Overloaded {
+        /// When to try again.
+        retry_after_secs: u64,
+    },
     /// The database is unreachable or busy (503).
     #[error("the database is unavailable")]
     Unavailable(String),
@@ -71,7 +81,49 @@ pub enum AppError {
     StorageFull(String),
 }
 
+fn limit_text(limit: &Option<usize>) -> String {
+    match limit {
+        Some(limit) => format!("the limit of {limit} bytes"),
+        None => "this route accepts".to_owned(),
+    }
+}
+
+fn retry_text(secs: &Option<u64>) -> String {
+    match secs {
+        Some(secs) => format!("in {secs} seconds"),
+        None => "later".to_owned(),
+    }
+}
+
 impl AppError {
+    /// The error an answer of `status` stands for, when something other
+    /// than a handler made it (actix's router, an extractor's payload
+    /// error): each status with an error kind of its own is that kind, as a
+    /// handler would have answered it less what only the handler knew
+    /// (a limit, a wait); any other 4xx is `bad_request`, any 5xx `internal`.
+    pub fn of_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => AppError::Unauthorized,
+            StatusCode::FORBIDDEN => AppError::Forbidden("this request is not allowed".to_owned()),
+            StatusCode::NOT_FOUND => AppError::NotFound("route"),
+            StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => AppError::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: None },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType { expected: None },
+            StatusCode::TOO_MANY_REQUESTS => AppError::TooManyRequests {
+                retry_after_secs: None,
+            },
+            status if status.is_server_error() => AppError::Internal(String::new()),
+            status => AppError::bad_request(
+                "bad_request",
+                format!(
+                    "the request was refused ({})",
+                    status.canonical_reason().unwrap_or("client error")
+                ),
+            ),
+        }
+    }
+
     /// A 400 with a code and a sentence.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         AppError::BadRequest {
@@ -93,7 +145,9 @@ impl AppError {
             AppError::UnsupportedMediaType { .. } => "unsupported_media_type",
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Internal(_) => "internal",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::Unavailable(_)
+            | AppError::RealtimeUnavailable(_)
+            | AppError::Overloaded { .. } => "unavailable",
             AppError::StorageFull(_) => "storage_full",
         }
     }
@@ -113,7 +167,9 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_)
+            | AppError::RealtimeUnavailable(_)
+            | AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -122,11 +178,18 @@ impl ResponseError for AppError {
         match self {
             AppError::Internal(cause) => tracing::error!(%cause, "request failed"),
             AppError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            AppError::RealtimeUnavailable(cause) => {
+                tracing::warn!(%cause, "realtime service unavailable")
+            }
             AppError::StorageFull(cause) => tracing::error!(%cause, "the database's disk is full"),
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let AppError::TooManyRequests { retry_after_secs } = self {
+        if let AppError::TooManyRequests {
+            retry_after_secs: Some(retry_after_secs),
+        }
+        | AppError::Overloaded { retry_after_secs } = self
+        {
             response.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
         response.json(error_body(self.code(), &self.to_string()))
@@ -138,37 +201,12 @@ pub fn error_body(code: &str, message: &str) -> serde_json::Value {
     json!({ "error": { "code": code, "message": message } })
 }
 
-/// The error an answer of `status` stands for, when something other than a
-/// handler made it (actix's router, an extractor's payload error): the
-/// middleware in `app.rs` gives such an answer the contract's body.
+/// The code and sentence of an answer of `status` that something other than
+/// a handler made ([`AppError::of_status`]): the middleware in `app.rs`
+/// gives such an answer the contract's body.
 pub fn for_status(status: StatusCode) -> (&'static str, String) {
-    let from = |error: AppError| (error.code(), error.to_string());
-    match status {
-        StatusCode::NOT_FOUND => from(AppError::NotFound("route")),
-        StatusCode::METHOD_NOT_ALLOWED => from(AppError::MethodNotAllowed),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is larger than this route accepts".to_owned(),
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "the request body is not of a type this route reads".to_owned(),
-        ),
-        StatusCode::UNAUTHORIZED => from(AppError::Unauthorized),
-        StatusCode::REQUEST_TIMEOUT => from(AppError::RequestTimeout),
-        StatusCode::TOO_MANY_REQUESTS => (
-            "too_many_requests",
-            "too many requests; try again later".to_owned(),
-        ),
-        status if status.is_server_error() => from(AppError::Internal(String::new())),
-        status => (
-            "bad_request",
-            format!(
-                "the request was refused ({})",
-                status.canonical_reason().unwrap_or("client error")
-            ),
-        ),
-    }
+    let error = AppError::of_status(status);
+    (error.code(), error.to_string())
 }
 
 /// An answer in the contract's shape for `status` (see [`for_status`]).
@@ -246,14 +284,14 @@ pub fn json_error_handler(
     match err {
         JsonPayloadError::Overflow { limit }
         | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            AppError::PayloadTooLarge { limit }
+            AppError::PayloadTooLarge { limit: Some(limit) }
         }
         JsonPayloadError::ContentType => AppError::UnsupportedMediaType {
-            expected: "application/json",
+            expected: Some("application/json"),
         },
-        JsonPayloadError::Payload(PayloadError::Overflow) => {
-            AppError::PayloadTooLarge { limit: BODY_LIMIT }
-        }
+        JsonPayloadError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
+            limit: Some(BODY_LIMIT),
+        },
         JsonPayloadError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
             AppError::RequestTimeout
         }
@@ -269,15 +307,15 @@ pub fn form_error_handler(
 ) -> actix_web::Error {
     use actix_web::error::{PayloadError, UrlencodedError};
     match err {
-        UrlencodedError::Overflow { limit, .. } => AppError::PayloadTooLarge { limit },
-        UrlencodedError::Payload(PayloadError::Overflow) => {
-            AppError::PayloadTooLarge { limit: BODY_LIMIT }
-        }
+        UrlencodedError::Overflow { limit, .. } => AppError::PayloadTooLarge { limit: Some(limit) },
+        UrlencodedError::Payload(PayloadError::Overflow) => AppError::PayloadTooLarge {
+            limit: Some(BODY_LIMIT),
+        },
         UrlencodedError::Payload(e) if crate::slow_clients::is_body_timeout(&e) => {
             AppError::RequestTimeout
         }
         UrlencodedError::ContentType => AppError::UnsupportedMediaType {
-            expected: "application/x-www-form-urlencoded",
+            expected: Some("application/x-www-form-urlencoded"),
         },
         other => AppError::bad_request("invalid_form", other.to_string()),
     }
@@ -306,4 +344,66 @@ pub fn path_error_handler(
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     AppError::NotFound("resource").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_made_outside_handlers_read_as_their_error_kinds() {
+        for status in [400, 401, 403, 404, 405, 408, 413, 415, 429, 500] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let error = AppError::of_status(status);
+            assert_eq!(error.status_code(), status);
+            assert_eq!(for_status(status), (error.code(), error.to_string()));
+        }
+        assert_eq!(
+            for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            (
+                "payload_too_large",
+                "the request body is larger than this route accepts".to_owned()
+            )
+        );
+        assert_eq!(
+            for_status(StatusCode::TOO_MANY_REQUESTS),
+            (
+                "too_many_requests",
+                "too many attempts; try again later".to_owned()
+            )
+        );
+        assert_eq!(for_status(StatusCode::IM_A_TEAPOT).0, "bad_request");
+        assert_eq!(for_status(StatusCode::BAD_GATEWAY).0, "internal");
+        // What only a handler knows shows when it is known.
+        assert_eq!(
+            AppError::PayloadTooLarge { limit: Some(10) }.to_string(),
+            "the request body is larger than the limit of 10 bytes"
+        );
+        let wait = AppError::TooManyRequests {
+            retry_after_secs: Some(3),
+        };
+        assert_eq!(
+            wait.to_string(),
+            "too many attempts; try again in 3 seconds"
+        );
+        let overloaded = AppError::Overloaded {
+            retry_after_secs: 1,
+        }
+        .error_response();
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            overloaded
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        assert_eq!(
+            wait.error_response()
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("3")
+        );
+    }
 }

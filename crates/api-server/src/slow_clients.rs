@@ -7,11 +7,14 @@
 //! the socket for as long as it likes. So:
 //!
 //! - every connection has a watchdog ([`on_connect`]): once a request is
-//!   answered, the next one must reach the application within
-//!   [`NEXT_REQUEST_TIMEOUT`] (the keep-alive time plus the header time),
-//!   else the socket is shut down. While a request is being handled the
-//!   watchdog waits; a WebSocket upgrade ends it (the realtime server keeps
-//!   its own activity timeout on those);
+//!   answered and its body written, the next one must reach the application
+//!   within [`NEXT_REQUEST_TIMEOUT`] (the keep-alive time plus the header
+//!   time), else the socket is shut down. While a request is being handled
+//!   the watchdog waits; while its answer's body is written, the client must
+//!   take some of it every [`WRITE_STALL_TIMEOUT`] ([`InFlight::hold`]), so a
+//!   slow download goes on for as long as it moves and a client that stopped
+//!   reading is let go; a WebSocket upgrade ends the watchdog (the realtime
+//!   server keeps its own activity timeout on those);
 //! - a request's body must arrive within [`BODY_TIMEOUT`] of its head
 //!   ([`limit_body_time`]), else reading it fails and the request is
 //!   answered 408.
@@ -24,7 +27,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Extensions, Payload, ServiceRequest};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -52,17 +56,70 @@ pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// keep-alive time (no byte yet) plus the header time (the head under way).
 pub const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// While an answer's body is being written: the longest the client may take
+/// none of it. The body is handed to actix in [`WRITE_CHUNK`] pieces, and
+/// actix asks for the next only once its write buffer has drained into the
+/// socket, so a piece taken is the client's progress. A download of any
+/// length goes on while it moves; one that stands still this long is cut.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pieces an answer's body is handed to actix in (see
+/// [`WRITE_STALL_TIMEOUT`]): a body given as one large chunk would sit in
+/// actix's write buffer whole, and its writing would show no progress.
+pub const WRITE_CHUNK: usize = 16 * 1024;
+
 /// Time for a request's body to arrive, counted from its head. Bodies here
 /// are at most 64 KiB (1 MiB for the realtime server's HTTP API): 10 s is
 /// 100 KiB/s for the largest, far below any working link.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open connections per worker (one worker per core), WebSockets of the
-/// embedded realtime server included: past it the worker stops accepting
-/// until one closes. Kept well below what one process may open with a
-/// common descriptor limit raised for servers (65,536), so the database's
-/// and the clients' own sockets and files always find a descriptor.
+/// embedded realtime server included, at most: past it the worker stops
+/// accepting until one closes. Fewer when the process's descriptor limit
+/// cannot hold that many ([`connections_per_worker`]).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+
+/// Descriptors one connection holds: its socket, and the watchdog's second
+/// descriptor of it ([`on_connect`]).
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+
+/// Descriptors kept for everything but client connections (the database's
+/// connections, requests to Twilio and Pusher, listeners, files): this
+/// many, or a quarter of a limit under 4,000.
+pub const RESERVED_DESCRIPTORS: u64 = 1_000;
+
+/// How many connections each of `workers` may hold so that all of them
+/// together, [`DESCRIPTORS_PER_CONNECTION`] each, stay within
+/// `descriptor_limit` less the [`RESERVED_DESCRIPTORS`]: at most
+/// [`MAX_CONNECTIONS_PER_WORKER`], at least one. A fixed cap alone did not
+/// fit: 10,000 a worker, two descriptors each, on 4 cores is 80,000, past
+/// the 65,536 a server's limit is commonly raised to, and an `accept` or the
+/// watchdog's descriptor would then fail under load. No limit known: the
+/// maximum.
+pub fn connections_per_worker(descriptor_limit: Option<u64>, workers: usize) -> usize {
+    let Some(limit) = descriptor_limit else {
+        return MAX_CONNECTIONS_PER_WORKER;
+    };
+    let reserved = RESERVED_DESCRIPTORS.min(limit / 4);
+    let per_worker =
+        limit.saturating_sub(reserved) / (workers.max(1) as u64 * DESCRIPTORS_PER_CONNECTION);
+    usize::try_from(per_worker)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS_PER_WORKER)
+}
+
+/// The process's descriptor limit (its soft `RLIMIT_NOFILE`), where the
+/// system tells it; `None` when it is unlimited or unknown.
+pub fn descriptor_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
 
 /// Connections the kernel may hold accepted-but-not-yet-taken. A burst
 /// beyond it is refused at once rather than queued for seconds.
@@ -122,6 +179,10 @@ struct Shared {
     in_flight: AtomicUsize,
     /// When the connection last had no request in flight.
     idle_since_ms: AtomicU64,
+    /// Answers whose body is being written.
+    writing: AtomicUsize,
+    /// When a body being written last handed a piece to actix.
+    progress_ms: AtomicU64,
     /// Answered with 101: a WebSocket, whose own timeouts apply.
     upgraded: AtomicBool,
     /// The connection ended.
@@ -166,14 +227,18 @@ async fn watch(shared: Arc<Shared>, socket: std::net::TcpStream) {
         if shared.closed.load(Ordering::SeqCst) || shared.upgraded.load(Ordering::SeqCst) {
             return;
         }
-        if shared.in_flight.load(Ordering::SeqCst) > 0 {
+        let deadline = if shared.writing.load(Ordering::SeqCst) > 0 {
+            // A body is being written: the client must keep taking it.
+            instant_of(shared.progress_ms.load(Ordering::SeqCst)) + WRITE_STALL_TIMEOUT
+        } else if shared.in_flight.load(Ordering::SeqCst) > 0 {
+            // A handler is at work: its own time is not the client's.
             shared.wake.notified().await;
             continue;
-        }
-        let deadline =
-            instant_of(shared.idle_since_ms.load(Ordering::SeqCst)) + NEXT_REQUEST_TIMEOUT;
+        } else {
+            instant_of(shared.idle_since_ms.load(Ordering::SeqCst)) + NEXT_REQUEST_TIMEOUT
+        };
         if Instant::now() >= deadline {
-            tracing::debug!("closing a connection whose next request did not arrive in time");
+            tracing::debug!("closing a connection whose client stopped reading or sending");
             let _ = socket.shutdown(std::net::Shutdown::Both);
             return;
         }
@@ -185,10 +250,14 @@ async fn watch(shared: Arc<Shared>, socket: std::net::TcpStream) {
 }
 
 /// A request being handled, for its connection's watchdog; dropping it
-/// (the answer is out, or the request was abandoned) starts the wait for
-/// the next request.
+/// (the answer's body is written, or the request was abandoned) starts the
+/// wait for the next request.
 #[derive(Debug)]
-pub struct InFlight(Option<Arc<Shared>>);
+pub struct InFlight {
+    shared: Option<Arc<Shared>>,
+    /// Counted in `writing` (its answer's body is being written).
+    writing: bool,
+}
 
 impl InFlight {
     /// Marks a request of `req`'s connection as being handled.
@@ -198,26 +267,102 @@ impl InFlight {
             shared.in_flight.fetch_add(1, Ordering::SeqCst);
             shared.wake.notify_one();
         }
-        InFlight(shared)
+        InFlight {
+            shared,
+            writing: false,
+        }
     }
 
-    /// The request was answered with `status`: 101 hands the connection to
-    /// the WebSocket.
-    pub fn answered(&self, status: actix_web::http::StatusCode) {
-        if status == actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(shared) = &self.0 {
+    /// The request was answered with `res`: the request stays in flight
+    /// until the answer's body has been handed to the socket, so that a
+    /// download is timed by its progress ([`WRITE_STALL_TIMEOUT`]) and not
+    /// by [`NEXT_REQUEST_TIMEOUT`] counted from the answer's head. A 101
+    /// hands the connection to the WebSocket, whose own timeouts apply.
+    pub fn hold(mut self, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        if res.status() == actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(shared) = &self.shared {
                 shared.upgraded.store(true, Ordering::SeqCst);
             }
+            return res;
+        }
+        if let Some(shared) = &self.shared {
+            shared.progress_ms.store(millis_now(), Ordering::SeqCst);
+            shared.writing.fetch_add(1, Ordering::SeqCst);
+            self.writing = true;
+            shared.wake.notify_one();
+        }
+        res.map_body(|_, body| {
+            BoxBody::new(HeldBody {
+                body,
+                piece: Bytes::new(),
+                held: Some(self),
+            })
+        })
+    }
+
+    fn progressed(&self) {
+        if let Some(shared) = &self.shared {
+            shared.progress_ms.store(millis_now(), Ordering::SeqCst);
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(shared) = &self.0 {
+        if let Some(shared) = &self.shared {
             shared.idle_since_ms.store(millis_now(), Ordering::SeqCst);
+            if self.writing {
+                shared.writing.fetch_sub(1, Ordering::SeqCst);
+            }
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             shared.wake.notify_one();
+        }
+    }
+}
+
+/// An answer's body carrying its request's [`InFlight`] until the last
+/// piece is taken (or the body is dropped: the client went away), handed
+/// out in pieces of at most [`WRITE_CHUNK`] so that each piece taken is
+/// the client's progress.
+struct HeldBody {
+    body: BoxBody,
+    /// What is left of the chunk the body gave last.
+    piece: Bytes,
+    held: Option<InFlight>,
+}
+
+impl MessageBody for HeldBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.piece.is_empty() {
+                let take = this.piece.len().min(WRITE_CHUNK);
+                if let Some(held) = &this.held {
+                    held.progressed();
+                }
+                return Poll::Ready(Some(Ok(this.piece.split_to(take))));
+            }
+            match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.piece = chunk,
+                Poll::Ready(Some(Err(e))) => {
+                    this.held = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.held = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
@@ -277,5 +422,47 @@ impl Stream for BodyDeadline {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptors_used(limit: u64, workers: usize) -> u64 {
+        connections_per_worker(Some(limit), workers) as u64
+            * workers as u64
+            * DESCRIPTORS_PER_CONNECTION
+    }
+
+    #[test]
+    fn connections_per_worker_fit_the_descriptor_limit() {
+        // 65,536 on 4 cores: 10,000 a worker would need 80,000.
+        assert_eq!(connections_per_worker(Some(65_536), 4), 8_067);
+        assert!(descriptors_used(65_536, 4) + RESERVED_DESCRIPTORS <= 65_536);
+        for workers in [1, 2, 4, 8, 16, 64, 256] {
+            for limit in [0, 10, 1_024, 4_096, 20_000, 65_536, 1_048_576] {
+                let per_worker = connections_per_worker(Some(limit), workers);
+                assert!((1..=MAX_CONNECTIONS_PER_WORKER).contains(&per_worker));
+                if per_worker > 1 {
+                    assert!(
+                        descriptors_used(limit, workers) + RESERVED_DESCRIPTORS.min(limit / 4)
+                            <= limit,
+                        "{limit} descriptors, {workers} workers"
+                    );
+                }
+            }
+        }
+        // Room enough: the cap.
+        assert_eq!(connections_per_worker(Some(1_048_576), 2), 10_000);
+        assert_eq!(connections_per_worker(None, 64), 10_000);
+        // A small limit keeps a quarter for the rest.
+        assert_eq!(connections_per_worker(Some(1_024), 2), 192);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_descriptor_limit_is_read() {
+        assert!(descriptor_limit().is_some_and(|limit| limit > 0));
     }
 }

@@ -18,6 +18,7 @@ backend_tests!(
     health_says_embedded,
     embedded_server_answers_signed_http_api_calls_on_the_same_port,
     embedded_credentials_are_kept_in_the_database,
+    instances_starting_at_once_share_one_embedded_app,
     websocket_subscriber_receives_what_the_api_publishes,
     x_socket_id_excludes_the_senders_own_connection,
     presence_subscribers_are_the_viewers_of_a_contact,
@@ -397,4 +398,34 @@ async fn metrics_include_the_embedded_servers(backend: Backend) {
     assert_eq!(common::metric(&text, "outbox_depth"), Some(0.0));
     assert!(text.contains("pusher_free_daily_quota 200000"));
     assert!(text.contains("http_requests_total{"));
+}
+
+/// Instances started at once on an empty database (three behind a balancer,
+/// say) must all take the one embedded app: each generating its own signed
+/// with a secret the others did not know.
+async fn instances_starting_at_once_share_one_embedded_app(backend: Backend) {
+    use api_server::models::realtime_app::RealtimeApp;
+    let db = common::TestDb::new(backend);
+    api_server::db::migrate(&db.url).unwrap();
+    let starts: Vec<_> = (0..3)
+        .map(|n| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut conn = db.connect();
+                RealtimeApp::get_or_create(&mut conn, || {
+                    // Slow to generate: the others start meanwhile.
+                    std::thread::sleep(Duration::from_millis(300));
+                    (
+                        format!("app-{n}"),
+                        format!("key-{n}"),
+                        format!("secret-{n}"),
+                    )
+                })
+                .unwrap()
+                .app_id
+            })
+        })
+        .collect();
+    let ids: Vec<String> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 }

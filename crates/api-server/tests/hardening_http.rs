@@ -424,6 +424,20 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
             .unwrap();
     }
 
+    // Login failures: one forgotten a minute ago, one still counting.
+    for (key, expires_at) in [
+        ("a:forgotten", now - chrono::Duration::minutes(1)),
+        ("a:counting", now + chrono::Duration::minutes(30)),
+    ] {
+        api_server::models::login_failure::LoginFailure::record(
+            &mut conn,
+            key,
+            expires_at - chrono::Duration::hours(1),
+            expires_at,
+        )
+        .unwrap();
+    }
+
     let swept = api_server::cleanup::sweep(&app.state, now).await.unwrap();
     assert_eq!(
         swept,
@@ -431,8 +445,14 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
             sessions: 2,
             idempotency_keys: old_keys,
             early_statuses: 1,
+            login_failures: 1,
         }
     );
+    let login_keys: Vec<String> = api_server::db::schema::login_failures::table
+        .select(api_server::db::schema::login_failures::key_digest)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(login_keys, vec!["a:counting".to_owned()]);
 
     let keys: Vec<String> = idempotency_keys::table
         .select(idempotency_keys::key)
@@ -460,6 +480,36 @@ async fn cleanup_removes_rows_past_their_time_and_keeps_fresh_ones(backend: Back
     // A second sweep finds nothing.
     let again = api_server::cleanup::sweep(&app.state, now).await.unwrap();
     assert_eq!(again.total(), 0);
+}
+
+/// The clean-up's batches read no more than they delete: no `ORDER BY`,
+/// which on `early_statuses.created_at` (no index) sorted the whole table
+/// for every batch of 500.
+#[actix_web::test]
+async fn cleanup_batches_sort_nothing() {
+    use diesel::connection::{Connection, InstrumentationEvent};
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut conn = app.db.connect();
+    let statements = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = statements.clone();
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            seen.lock().unwrap().push(query.to_string());
+        }
+    });
+    let later = api_server::models::now() + chrono::Duration::days(365);
+    api_server::models::session::Session::delete_expired(&mut conn, later, 10).unwrap();
+    api_server::models::idempotency::delete_older_than(&mut conn, later, 10).unwrap();
+    api_server::models::early_status::EarlyStatus::delete_older_than(&mut conn, later, 10).unwrap();
+    api_server::models::login_failure::LoginFailure::delete_expired(&mut conn, later, 10).unwrap();
+    let statements = statements.lock().unwrap().clone();
+    assert!(statements.len() >= 8, "{statements:#?}");
+    for statement in &statements {
+        assert!(
+            !statement.to_uppercase().contains("ORDER BY"),
+            "{statement}"
+        );
+    }
 }
 
 // ------------------------------------------------------------ slow clients
@@ -508,6 +558,23 @@ async fn read_answer(stream: &mut TcpStream) -> String {
     }
 }
 
+/// How much later than its deadline a slow client may be cut off here: the
+/// watchdog wakes at the deadline, and a loaded test machine adds a little.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// Asserts that a slow client was cut off at its `deadline` (counted from
+/// when it began to be late), neither before it nor much after.
+fn within(took: Duration, deadline: Duration) {
+    assert!(
+        took + Duration::from_millis(500) >= deadline,
+        "cut off after {took:?}, before the deadline of {deadline:?}"
+    );
+    assert!(
+        took <= deadline + SLACK,
+        "cut off after {took:?}, well past the deadline of {deadline:?}"
+    );
+}
+
 async fn served_meanwhile(app: &common::TestApp) {
     let started = Instant::now();
     let res = app.get_anon("/api/health").await;
@@ -517,17 +584,20 @@ async fn served_meanwhile(app: &common::TestApp) {
 
 #[actix_web::test]
 async fn half_a_first_request_head_is_cut_off_while_others_are_served() {
+    use api_server::slow_clients::HEADER_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
     let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let started = Instant::now();
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .await
         .unwrap();
     served_meanwhile(&app).await;
-    let started = Instant::now();
-    let got = read_until_closed(&mut slow, Duration::from_secs(30))
+    let got = read_until_closed(&mut slow, HEADER_TIMEOUT + SLACK)
         .await
         .expect("the connection is closed after the header timeout");
-    println!("closed after {:?}", started.elapsed());
+    let took = started.elapsed();
+    println!("closed after {took:?}");
+    within(took, HEADER_TIMEOUT);
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
@@ -537,6 +607,7 @@ async fn half_a_first_request_head_is_cut_off_while_others_are_served() {
 
 #[actix_web::test]
 async fn half_a_second_request_head_is_cut_off() {
+    use api_server::slow_clients::NEXT_REQUEST_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
     let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -544,37 +615,68 @@ async fn half_a_second_request_head_is_cut_off() {
         .unwrap();
     let first = read_answer(&mut slow).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The deadline counts from the answer just read.
+    let answered = Instant::now();
     // actix times the first head only: this one it would wait for forever.
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .await
         .unwrap();
     served_meanwhile(&app).await;
-    let started = Instant::now();
-    read_until_closed(&mut slow, Duration::from_secs(40))
+    read_until_closed(&mut slow, NEXT_REQUEST_TIMEOUT + SLACK)
         .await
         .expect("the connection is closed once the next head is late");
-    println!("closed after {:?}", started.elapsed());
+    let took = answered.elapsed();
+    println!("closed after {took:?}");
+    within(took, NEXT_REQUEST_TIMEOUT);
 }
 
 #[actix_web::test]
 async fn a_trickled_body_is_cut_off() {
+    use api_server::slow_clients::BODY_TIMEOUT;
     let app = spawn_app(Backend::Sqlite).await;
-    let mut slow = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    slow.write_all(
-        b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":",
-    )
-    .await
-    .unwrap();
-    served_meanwhile(&app).await;
+    // A JSON body, and raw bodies (the webhooks, channel authorization),
+    // whose late arrival was a 400 before.
+    let bearer = format!("Authorization: Bearer {}\r\n", app.fx.alice.token);
+    let requests = [
+        ("/api/auth/login", "application/json", String::new()),
+        ("/api/webhooks/pusher", "application/json", String::new()),
+        (
+            "/api/webhooks/twilio",
+            "application/x-www-form-urlencoded",
+            String::new(),
+        ),
+        (
+            "/api/pusher/auth",
+            "application/x-www-form-urlencoded",
+            bearer,
+        ),
+    ];
+    let mut slow = Vec::new();
     let started = Instant::now();
-    let got = read_until_closed(&mut slow, Duration::from_secs(40))
-        .await
-        .expect("the connection is answered and closed once the body is late");
-    println!("closed after {:?}", started.elapsed());
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+    for (path, content_type, extra) in requests {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\
+             Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{{\"email\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push((path, stream));
+    }
+    served_meanwhile(&app).await;
+    for (path, mut stream) in slow {
+        let got = read_until_closed(&mut stream, BODY_TIMEOUT + SLACK)
+            .await
+            .expect("the connection is answered and closed once the body is late");
+        let took = started.elapsed();
+        println!("{path}: closed after {took:?}");
+        within(took, BODY_TIMEOUT);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(
+            text.contains(r#""code":"request_timeout""#),
+            "{path}: {text}"
+        );
+    }
 }
 
 #[actix_web::test]
@@ -620,4 +722,128 @@ async fn a_websocket_outlives_the_deadline_for_the_next_request() {
     })
     .await;
     assert_eq!(pong, Ok(true), "the WebSocket answers after the idle time");
+}
+
+// ------------------------------------------------------------ slow downloads
+
+/// The large answer's size: far more than the sockets' buffers hold
+/// (Linux lets a send buffer grow to 4 MiB by default).
+const LARGE: usize = 32 * 1024 * 1024;
+
+/// The app serving a `len`-byte file as pusher-js: an answer large enough
+/// that writing it to a slow reader takes seconds.
+async fn app_with_a_large_answer(len: usize) -> (common::TestApp, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("{}.js", common::unique("large_answer")));
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    let mut options = Options::embedded(Backend::Sqlite);
+    options
+        .extra
+        .push(("PUSHER_JS_PATH".into(), path.to_string_lossy().into_owned()));
+    (spawn_with(options).await, path)
+}
+
+/// A connection with a small receive buffer, so the server can send only
+/// as fast as the test reads; the large answer asked for on it.
+async fn ask_for_the_large_answer(port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stream
+        .write_all(b"GET /vendor/pusher.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Reads the answer's head; answers its `Content-Length` and the body bytes
+/// that came with it.
+async fn read_head(stream: &mut TcpStream) -> (usize, usize) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("a content length");
+            return (length, got.len() - end - 4);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a head in time")
+            .expect("readable");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads the rest of a body of `length` (of which `got` are in), at most
+/// `rate` bytes a second (`None`: as fast as it comes), until it is all in
+/// or the connection ends; answers the bytes got in all.
+async fn read_body(
+    stream: &mut TcpStream,
+    length: usize,
+    mut got: usize,
+    rate: Option<f64>,
+) -> usize {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    while got < length {
+        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return got,
+            Ok(Ok(n)) => got += n,
+        }
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(got as f64 / rate);
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+    }
+    got
+}
+
+#[actix_web::test]
+async fn a_slow_download_goes_on_past_the_deadline_for_the_next_request() {
+    let (app, path) = app_with_a_large_answer(LARGE).await;
+    let mut stream = ask_for_the_large_answer(app.port).await;
+    let started = Instant::now();
+    let (length, got) = read_head(&mut stream).await;
+    assert_eq!(length, LARGE);
+    // 2 MB/s: 16 s, longer than the time a connection gets between two
+    // requests, the client taking some of the body all along; more than
+    // 10 s of it plus what the kernel buffers (4 MiB here) is left after
+    // 10 s, so a cut then would show.
+    let got = read_body(&mut stream, length, got, Some(2_000_000.0)).await;
+    let took = started.elapsed();
+    println!("{got} of {length} bytes in {took:?}");
+    assert!(
+        took > api_server::slow_clients::NEXT_REQUEST_TIMEOUT,
+        "the download outlasted the next-request deadline: {took:?}"
+    );
+    assert_eq!(got, length, "the whole body, not cut off after {took:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_an_answer_is_let_go() {
+    let (app, path) = app_with_a_large_answer(LARGE).await;
+    let mut stream = ask_for_the_large_answer(app.port).await;
+    let (length, got) = read_head(&mut stream).await;
+    // Takes nothing for longer than a body may stand still...
+    tokio::time::sleep(api_server::slow_clients::WRITE_STALL_TIMEOUT + Duration::from_secs(3))
+        .await;
+    // ...then reads as fast as it can: only what the sockets held by then.
+    let got = read_body(&mut stream, length, got, None).await;
+    println!("{got} of {length} bytes");
+    assert!(
+        got < length / 2,
+        "the writing was cut off: {got} of {length}"
+    );
+    served_meanwhile(&app).await;
+    let _ = std::fs::remove_file(path);
 }

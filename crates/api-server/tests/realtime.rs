@@ -24,7 +24,8 @@ backend_tests!(
     pusher_auth_refuses_channels_the_user_may_not_join,
     pusher_auth_rejects_bad_requests,
     pusher_user_auth_answers_auth_and_user_data,
-    presence_webhooks_keep_the_viewers_of_a_contact,
+    viewers_are_pushers_presence_members_the_same_on_every_instance,
+    viewers_answer_503_when_pusher_does_not_answer,
     badly_signed_webhooks_are_401_and_change_nothing,
     health_and_realtime_config_in_self_hosted_mode,
     metrics_expose_requests_outbox_events_and_quota,
@@ -552,43 +553,72 @@ async fn viewers(app: &TestApp, contact: &str) -> Value {
     res.body["users"].clone()
 }
 
-async fn presence_webhooks_keep_the_viewers_of_a_contact(backend: Backend) {
+/// Hosted Pusher is the authority on who is in a presence channel: the
+/// viewers are its answer to the (signed) users query, whichever instance is
+/// asked; presence webhooks are verified and acknowledged, and change
+/// nothing by themselves. (The viewers were a list kept from the webhooks
+/// that reached one process: another instance answered differently.)
+async fn viewers_are_pushers_presence_members_the_same_on_every_instance(backend: Backend) {
     let (fake, app) = hosted(backend).await;
+    let other = common::spawn_instance(
+        app.db.clone(),
+        &common::Options::hosted(backend, &fake),
+        Some(app.fx.clone()),
+    )
+    .await;
     let contact = app.contact("+14155550141").await;
     let channel = format!("presence-contact-{contact}");
     assert_eq!(viewers(&app, &contact).await, json!([]));
+    fake.set_presence(
+        &channel,
+        &[
+            app.fx.bob.sid(),
+            app.fx.alice.sid(),
+            // Someone of another team cannot appear among our viewers.
+            app.fx.mallory.sid(),
+            "not-a-user".to_owned(),
+        ],
+    );
+    // A webhook reaches one instance only (Pusher calls one address): it
+    // is verified and acknowledged, and the answer stays Pusher's.
     let added = webhook(
         &app,
         &fake.key,
         &fake.secret,
-        json!([
-            { "name": "member_added", "channel": channel, "user_id": app.fx.bob.sid() },
-            { "name": "member_added", "channel": channel, "user_id": app.fx.alice.sid() },
-            // Someone of another team cannot appear among our viewers.
-            { "name": "member_added", "channel": channel, "user_id": app.fx.mallory.sid() },
-        ]),
+        json!([{ "name": "member_added", "channel": channel, "user_id": app.fx.bob.sid() }]),
     )
     .await;
     assert_eq!(added.status, 200, "{}", added.text);
-    assert_eq!(
-        viewers(&app, &contact).await,
-        json!([
-            { "id": app.fx.alice.sid(), "name": "Alice Agent" },
-            { "id": app.fx.bob.sid(), "name": "Bob Agent" },
-        ])
-    );
-    let removed = webhook(
-        &app,
-        &fake.key,
-        &fake.secret,
-        json!([{ "name": "member_removed", "channel": channel, "user_id": app.fx.alice.sid() }]),
-    )
-    .await;
-    assert_eq!(removed.status, 200);
-    assert_eq!(
-        viewers(&app, &contact).await,
-        json!([{ "id": app.fx.bob.sid(), "name": "Bob Agent" }])
-    );
+    assert_eq!(added.body, json!({ "received": 1 }));
+    let both = json!([
+        { "id": app.fx.alice.sid(), "name": "Alice Agent" },
+        { "id": app.fx.bob.sid(), "name": "Bob Agent" },
+    ]);
+    assert_eq!(viewers(&app, &contact).await, both);
+    assert_eq!(viewers(&other, &contact).await, both);
+    // When Pusher says she left, every instance says so.
+    fake.set_presence(&channel, &[app.fx.bob.sid()]);
+    let bob = json!([{ "id": app.fx.bob.sid(), "name": "Bob Agent" }]);
+    assert_eq!(viewers(&app, &contact).await, bob);
+    assert_eq!(viewers(&other, &contact).await, bob);
+    assert!(fake.presence_queries() >= 5, "{}", fake.presence_queries());
+    fake.assert_all_signed();
+}
+
+async fn viewers_answer_503_when_pusher_does_not_answer(backend: Backend) {
+    let (fake, app) = hosted(backend).await;
+    let contact = app.contact("+14155550143").await;
+    fake.set_down(true);
+    let res = app
+        .get(
+            &format!("/api/contacts/{contact}/viewers"),
+            &app.fx.alice.token,
+        )
+        .await;
+    assert_eq!(res.status, 503, "{}", res.text);
+    assert_eq!(res.error_code(), "unavailable");
+    fake.set_down(false);
+    assert_eq!(viewers(&app, &contact).await, json!([]));
     fake.assert_all_signed();
 }
 

@@ -1,9 +1,10 @@
 //! Who the client is: the peer address, or, behind proxies the operator
 //! trusts, the address those proxies name in `Forwarded` or
 //! `X-Forwarded-For`. Forwarded headers from anyone else are ignored, so a
-//! client cannot choose the address it is counted under.
+//! client cannot choose the address it is counted under (nor, for the CSRF
+//! check of the app that embeds this server, the origin it addressed).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use actix_web::http::header::HeaderMap;
 
@@ -72,6 +73,82 @@ impl TrustedProxies {
             }
         }
         Some(client)
+    }
+}
+
+/// What a client address is counted as, wherever clients are counted
+/// (connections per address here, login failures in api-server): an IPv4
+/// address itself, an IPv6 address its /64, since one subscriber is usually
+/// given a whole /64 and could otherwise count as billions of clients. An
+/// IPv4 address seen as IPv6 is the IPv4 address.
+pub fn counted_network(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// The scheme and host a request was addressed to, as the proxy nearest to
+/// this server forwarded them (`Forwarded: proto=…;host=…`, or
+/// `X-Forwarded-Proto` / `X-Forwarded-Host`); `None` where it said nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedOrigin {
+    /// The scheme (`proto`).
+    pub proto: Option<String>,
+    /// The host, with its port if one was named.
+    pub host: Option<String>,
+}
+
+impl TrustedProxies {
+    /// What the nearest proxy says the client addressed, when `peer` is a
+    /// trusted proxy; nothing from anyone else. Only what that proxy wrote
+    /// itself is read: the last element of `Forwarded` when that header is
+    /// present (a proxy that appends only `for=` leaves an earlier, client
+    /// written `host=` where it was, and it is not believed), else the last
+    /// value of `X-Forwarded-Proto` / `X-Forwarded-Host`.
+    pub fn forwarded_origin(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> ForwardedOrigin {
+        if !self.trusts(peer) {
+            return ForwardedOrigin::default();
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all("forwarded")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !forwarded.is_empty() {
+            let nearest = forwarded
+                .iter()
+                .flat_map(|value| value.split(','))
+                .next_back()
+                .unwrap_or_default();
+            let param = |wanted: &str| {
+                nearest.split(';').find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    let value = value.trim().trim_matches('"');
+                    (name.trim().eq_ignore_ascii_case(wanted) && !value.is_empty())
+                        .then(|| value.to_owned())
+                })
+            };
+            return ForwardedOrigin {
+                proto: param("proto"),
+                host: param("host"),
+            };
+        }
+        let last = |name: &str| {
+            headers
+                .get_all(name)
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .rfind(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        ForwardedOrigin {
+            proto: last("x-forwarded-proto"),
+            host: last("x-forwarded-host"),
+        }
     }
 }
 
@@ -249,6 +326,73 @@ mod tests {
         assert_eq!(
             TrustedProxies::none().client_address(ip("::ffff:192.0.2.1"), &headers(&[])),
             ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_ipv4_by_itself() {
+        let net = |text: &str| counted_network(text.parse().unwrap());
+        assert_eq!(net("2001:db8:1:2::7"), net("2001:db8:1:2:ffff::1"));
+        assert_eq!(
+            net("2001:db8:1:2::7"),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(net("2001:db8:1:2::7"), net("2001:db8:1:3::7"));
+        assert_eq!(net("192.0.2.1"), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_ne!(net("192.0.2.1"), net("192.0.2.2"));
+        assert_eq!(net("::ffff:192.0.2.1"), net("192.0.2.1"));
+    }
+
+    #[test]
+    fn the_forwarded_origin_is_the_nearest_proxys_and_only_a_trusted_ones() {
+        let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+        let origin = |peer: &str, pairs: &[(&'static str, &'static str)]| {
+            proxies.forwarded_origin(ip(peer), &headers(pairs))
+        };
+        let said = |proto: Option<&str>, host: Option<&str>| ForwardedOrigin {
+            proto: proto.map(str::to_owned),
+            host: host.map(str::to_owned),
+        };
+        // From an untrusted peer: nothing.
+        assert_eq!(
+            origin(
+                "203.0.113.9",
+                &[("forwarded", "host=evil.example;proto=https")]
+            ),
+            said(None, None)
+        );
+        // The client's own element, followed by the one the proxy appended
+        // with `for=` only: the client's host is not believed.
+        assert_eq!(
+            origin(
+                "127.0.0.1",
+                &[("forwarded", "host=evil.example;proto=https, for=192.0.2.1")]
+            ),
+            said(None, None)
+        );
+        assert_eq!(
+            origin(
+                "127.0.0.1",
+                &[
+                    ("forwarded", "host=evil.example"),
+                    (
+                        "forwarded",
+                        "for=192.0.2.1;host=\"inbox.example:8443\";proto=https"
+                    ),
+                ]
+            ),
+            said(Some("https"), Some("inbox.example:8443"))
+        );
+        // Without Forwarded, the X-Forwarded-* value nearest to us.
+        assert_eq!(
+            origin(
+                "127.0.0.1",
+                &[
+                    ("x-forwarded-host", "evil.example, inbox.example"),
+                    ("x-forwarded-proto", "https"),
+                ]
+            ),
+            said(Some("https"), Some("inbox.example"))
         );
     }
 

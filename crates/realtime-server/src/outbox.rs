@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,16 +211,9 @@ impl AddressConnections {
     }
 
     /// What an address is counted as: itself for IPv4, its /64 for IPv6
-    /// (one host is usually given a whole /64, and could otherwise open
-    /// connections from as many addresses as it likes).
+    /// (the one rule, [`crate::client_address::counted_network`]).
     pub fn counted_as(address: IpAddr) -> IpAddr {
-        match address {
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-            v4 => v4,
-        }
+        crate::client_address::counted_network(address)
     }
 
     /// A place for one more connection from `address`; `None` when `max`

@@ -44,18 +44,35 @@ enum Credential {
     Cookie(String),
 }
 
-fn credential(req: &HttpRequest) -> Option<Credential> {
-    if let Some(header) = req
+/// The token of `Authorization: Bearer TOKEN`, trimmed; the scheme's name
+/// in any case (RFC 7235). The one reading of that header, for sessions and
+/// for `METRICS_TOKEN`.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req
         .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(token) = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-        {
-            return Some(Credential::Bearer(token.trim().to_owned()));
-        }
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether `req` carries `expected` as its bearer token, compared in
+/// constant time (over digests, so the token's length does not show either).
+pub fn bearer_matches(req: &HttpRequest, expected: &realtime_core::Secret) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let Some(given) = bearer_token(req) else {
+        return false;
+    };
+    let given = sha2::Sha256::digest(given.as_bytes());
+    let expected = sha2::Sha256::digest(expected.expose().as_bytes());
+    given.ct_eq(&expected).into()
+}
+
+fn credential(req: &HttpRequest) -> Option<Credential> {
+    if let Some(token) = bearer_token(req) {
+        return Some(Credential::Bearer(token.to_owned()));
     }
     req.cookie(SESSION_COOKIE)
         .map(|c| Credential::Cookie(c.value().to_owned()))
@@ -78,7 +95,7 @@ fn same_origin(req: &HttpRequest, config: &Config) -> bool {
     if origin_of(&config.public_url).is_some_and(|public| public == origin) {
         return true;
     }
-    own_origin(req, &config.trusted_proxies).is_some_and(|own| own == origin)
+    own_origin(req, config).is_some_and(|own| own == origin)
 }
 
 /// The serialised origin of a URL (`scheme://host[:port]`, the port only
@@ -89,30 +106,32 @@ fn origin_of(url: &str) -> Option<String> {
 }
 
 /// The origin the client addressed: the `Host` header (or HTTP/2's
-/// authority) with the connection's scheme. Only from a trusted proxy
-/// (`TRUSTED_PROXIES`) are the forwarded host and scheme believed
-/// (`Forwarded: host=…;proto=…`, else `X-Forwarded-Host` /
-/// `X-Forwarded-Proto`), the value nearest to this server first: the one
-/// the trusted proxy itself wrote. From anyone else they are ignored, or a
-/// page elsewhere could name its own origin as ours.
-fn own_origin(req: &HttpRequest, trusted: &realtime_server::TrustedProxies) -> Option<String> {
-    let headers = req.headers();
-    let behind_proxy = trusted.trusts(req.peer_addr().map(|a| a.ip()));
-    let forwarded = |param: &str, header: &str| {
-        behind_proxy
-            .then(|| forwarded_param(headers, param).or_else(|| last_value(headers, header)))
-            .flatten()
+/// authority) with the connection's scheme. The forwarded host and scheme
+/// replace them only when `PUBLIC_URL` is unset (set, it names our public
+/// origin, and nothing a request carries is needed) and the request comes
+/// from a trusted proxy (`TRUSTED_PROXIES`), and only what that proxy wrote
+/// itself ([`realtime_server::TrustedProxies::forwarded_origin`]): from
+/// anyone else, or left over from an earlier hop, a page elsewhere could
+/// name its own origin as ours.
+fn own_origin(req: &HttpRequest, config: &Config) -> Option<String> {
+    let forwarded = if config.public_url_given {
+        realtime_server::client_address::ForwardedOrigin::default()
+    } else {
+        config
+            .trusted_proxies
+            .forwarded_origin(req.peer_addr().map(|a| a.ip()), req.headers())
     };
-    let scheme = forwarded("proto", "x-forwarded-proto").unwrap_or_else(|| {
+    let scheme = forwarded.proto.unwrap_or_else(|| {
         if req.app_config().secure() {
             "https".to_owned()
         } else {
             "http".to_owned()
         }
     });
-    let host = forwarded("host", "x-forwarded-host")
+    let host = forwarded
+        .host
         .or_else(|| {
-            headers
+            req.headers()
                 .get(actix_web::http::header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
@@ -123,34 +142,6 @@ fn own_origin(req: &HttpRequest, trusted: &realtime_server::TrustedProxies) -> O
         return None;
     }
     origin_of(&format!("{scheme}://{host}"))
-}
-
-/// The last `param=` of the `Forwarded` header(s) (its quotes removed).
-fn forwarded_param(headers: &actix_web::http::header::HeaderMap, param: &str) -> Option<String> {
-    headers
-        .get_all("forwarded")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case(param)
-                .then(|| value.trim().trim_matches('"').to_owned())
-        })
-        .filter(|v| !v.is_empty())
-        .last()
-}
-
-/// The last comma-separated value of a header (the nearest hop's).
-fn last_value(headers: &actix_web::http::header::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(name)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .last()
-        .map(str::to_owned)
 }
 
 impl FromRequest for AuthUser {

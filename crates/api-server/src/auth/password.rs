@@ -2,8 +2,9 @@
 //! and the [`Verifier`] that checks logins' passwords off the async workers,
 //! a few at a time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -36,26 +37,45 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash(&crate::auth::session::new_token()).unwrap_or_default())
 }
 
-/// Verifies passwords on threads of its own, at most `permits` at a time
-/// (one per core by default: argon2 is all CPU, so more would only slow each
-/// one down), with at most `max_waiting` more waiting for their turn. No
+/// Verifies passwords on threads of its own, one per core by default
+/// (argon2 is all CPU, so more at a time would only slow each one down),
+/// fed through a bounded queue of at most `max_waiting` verifications: one
+/// that finds it full is refused at once ([`Refused::Busy`], 429), and one
+/// that waits longer than `max_wait` for a thread gives up
+/// ([`Refused::TimedOut`], 503), so a login flood queues only briefly. No
 /// database connection is held meanwhile, and the threads run at the lowest
 /// CPU priority: a flood of logins then takes only the CPU that requests
 /// leave idle, instead of delaying every other request behind argon2.
 #[derive(Debug)]
 pub struct Verifier {
-    permits: Arc<tokio::sync::Semaphore>,
-    waiting: AtomicUsize,
-    max_waiting: usize,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    threads: usize,
+    counts: Arc<Counts>,
+    max_wait: Duration,
 }
 
-/// One verification for the verifier's threads: its permit (held until the
-/// work ends, whatever the caller does), the work, and where the answer goes.
+/// What the verifier's state looks like from outside (for tests and the
+/// flood benchmark).
+#[derive(Debug, Default)]
+struct Counts {
+    /// Verifications queued, not yet taken by a thread.
+    waiting: AtomicUsize,
+    /// Threads verifying now.
+    busy: AtomicUsize,
+}
+
+/// A queued verification's state: still waiting, taken by a thread, or
+/// given up by its caller (then no thread spends argon2 on it).
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const GIVEN_UP: u8 = 2;
+
+/// One verification for the verifier's threads: the work, where the answer
+/// goes, and whether its caller still waits for it.
 struct Job {
-    permit: tokio::sync::OwnedSemaphorePermit,
     password: String,
     stored: Option<String>,
+    state: Arc<AtomicU8>,
     answer: tokio::sync::oneshot::Sender<bool>,
 }
 
@@ -67,8 +87,10 @@ impl std::fmt::Debug for Job {
 }
 
 /// A verifier thread: lowers its own priority, then checks passwords until
-/// the [`Verifier`] is dropped.
-fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>) {
+/// the [`Verifier`] is dropped. Each thread is one place: a verification
+/// it has taken runs to its end whatever the caller does, so the number at
+/// a time stays bounded.
+fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
     lower_priority();
     loop {
         let job = {
@@ -76,14 +98,23 @@ fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>) {
             receiver.recv()
         };
         let Ok(Job {
-            permit,
             password,
             stored,
+            state,
             answer,
         }) = job
         else {
             return;
         };
+        counts.waiting.fetch_sub(1, Ordering::SeqCst);
+        if state
+            .compare_exchange(WAITING, TAKEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Its caller gave up waiting: nobody reads the answer.
+            continue;
+        }
+        counts.busy.fetch_add(1, Ordering::SeqCst);
         let valid = match &stored {
             Some(stored) => verify(&password, stored),
             None => {
@@ -93,7 +124,7 @@ fn verify_jobs(jobs: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>) {
         };
         // The work is done: its place goes back before the answer does, so
         // a caller that checks again at once finds it free.
-        drop(permit);
+        counts.busy.fetch_sub(1, Ordering::SeqCst);
         let _ = answer.send(valid);
     }
 }
@@ -110,101 +141,116 @@ fn lower_priority() {
     }
 }
 
-/// Too many verifications are waiting: the caller answers 429.
+/// Why a verification was not done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
+pub enum Refused {
+    /// The queue is full: the caller answers 429.
+    Busy,
+    /// No thread took it within the verifier's wait: the caller answers 503.
+    TimedOut,
+}
 
-/// Waiting verifications allowed per permit, by default.
-pub const WAITING_PER_PERMIT: usize = 32;
+/// Waiting verifications allowed per thread, by default.
+pub const WAITING_PER_THREAD: usize = 32;
+
+/// How long a verification waits for a thread by default before it gives
+/// up: as long as a request waits for a database connection (`db::POOL_WAIT`).
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for Verifier {
-    /// One permit per core (`std::thread::available_parallelism`), and
-    /// [`WAITING_PER_PERMIT`] waiting per permit.
+    /// One thread per core (`std::thread::available_parallelism`),
+    /// [`WAITING_PER_THREAD`] waiting per thread, each at most [`MAX_WAIT`].
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Verifier::new(cores, cores * WAITING_PER_PERMIT)
+        Verifier::new(cores, cores * WAITING_PER_THREAD, MAX_WAIT)
     }
 }
 
-/// Counts a verification waiting for its permit, until it has it or gives up.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Gives a queued verification up when its caller stops waiting (a
+/// timeout, or the client left), unless a thread has taken it.
+struct GiveUpOnDrop(Arc<AtomicU8>);
 
-impl Drop for Waiting<'_> {
+impl Drop for GiveUpOnDrop {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(WAITING, GIVEN_UP, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
 impl Verifier {
-    /// At most `permits` verifications at a time, `max_waiting` waiting.
-    pub fn new(permits: usize, max_waiting: usize) -> Self {
-        let permits = permits.max(1);
-        let (jobs, receiver) = std::sync::mpsc::channel();
+    /// `threads` verifications at a time (at least one), at most
+    /// `max_waiting` (at least one) queued for a thread, each for at most
+    /// `max_wait`.
+    pub fn new(threads: usize, max_waiting: usize, max_wait: Duration) -> Self {
+        let threads = threads.max(1);
+        let (jobs, receiver) = std::sync::mpsc::sync_channel(max_waiting.max(1));
         let receiver = Arc::new(std::sync::Mutex::new(receiver));
-        // One thread per permit: a job that holds a permit always finds a
-        // thread free.
-        for n in 0..permits {
+        let counts = Arc::new(Counts::default());
+        for n in 0..threads {
             let receiver = receiver.clone();
+            let counts = counts.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("password-check-{n}"))
-                .spawn(move || verify_jobs(receiver));
+                .spawn(move || verify_jobs(receiver, counts));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "could not start a password-check thread");
             }
         }
         Verifier {
-            permits: Arc::new(tokio::sync::Semaphore::new(permits)),
-            waiting: AtomicUsize::new(0),
-            max_waiting,
             jobs,
+            threads,
+            counts,
+            max_wait,
         }
     }
 
-    /// How many verifications wait for a permit now.
+    /// How many verifications wait for a thread now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.counts.waiting.load(Ordering::SeqCst)
     }
 
     /// How many verifications could start now.
     pub fn available(&self) -> usize {
-        self.permits.available_permits()
+        self.threads
+            .saturating_sub(self.counts.busy.load(Ordering::SeqCst))
     }
 
     /// Whether `password` matches `stored`; with `None`, it is verified
     /// against [`dummy_hash`] (and does not match), so that an unknown email
-    /// takes as long as a wrong password. `Err(Busy)` when `max_waiting`
-    /// verifications already wait.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Busy> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(Busy);
-                }
-                let _waiting = Waiting(&self.waiting);
-                // The semaphore is never closed.
-                self.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Busy)?
-            }
-        };
-        // The permit goes with the work: if this future is dropped (the
-        // client left), the verification still holds it until it ends, so
-        // the cap on concurrent verifications holds whatever clients do.
+    /// takes as long as a wrong password. Refused when the queue is full,
+    /// or when no thread took it within the verifier's wait.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Refused> {
+        let state = Arc::new(AtomicU8::new(WAITING));
         let (answer, verified) = tokio::sync::oneshot::channel();
         let job = Job {
-            permit,
             password,
             stored,
+            state: state.clone(),
             answer,
         };
-        if self.jobs.send(job).is_err() {
-            return Err(Busy);
+        self.counts.waiting.fetch_add(1, Ordering::SeqCst);
+        if self.jobs.try_send(job).is_err() {
+            // Full (or no thread left to take it).
+            self.counts.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::Busy);
         }
-        // A thread that could not start, or died, leaves no answer: refused.
+        // Dropped, the caller gives the job up, unless it has started.
+        let _give_up = GiveUpOnDrop(state.clone());
+        let mut verified = verified;
+        match tokio::time::timeout(self.max_wait, &mut verified).await {
+            // A thread that died leaves no answer: refused.
+            Ok(answer) => return Ok(answer.unwrap_or(false)),
+            Err(_) => {
+                let given_up = state
+                    .compare_exchange(WAITING, GIVEN_UP, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+                if given_up {
+                    return Err(Refused::TimedOut);
+                }
+            }
+        }
+        // Taken just as the wait ended: its answer comes within argon2's time.
         Ok(verified.await.unwrap_or(false))
     }
 }
@@ -223,11 +269,20 @@ mod tests {
         assert!(!verify("anything", dummy_hash()));
     }
 
+    /// A hash that keeps a thread busy for a while (about a second in a
+    /// debug build).
+    fn slow_hash() -> String {
+        let params = argon2::Params::new(32 * 1024, 3, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(b"slow", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    }
+
     #[tokio::test]
     async fn the_verifier_verifies_and_refuses_past_its_queue() {
-        let verifier = Verifier::new(1, 0);
+        let verifier = Arc::new(Verifier::new(1, 1, MAX_WAIT));
         let stored = hash("correct horse").unwrap();
-        // With no queue, one at a time goes, none waits.
         assert_eq!(
             verifier
                 .verify("correct horse".into(), Some(stored.clone()))
@@ -239,16 +294,16 @@ mod tests {
             Ok(false)
         );
         assert_eq!(verifier.verify("wrong".into(), None).await, Ok(false));
-        let held = verifier.permits.clone().acquire_owned().await.unwrap();
-        assert_eq!(
-            verifier
-                .verify("correct horse".into(), Some(stored.clone()))
-                .await,
-            Err(Busy)
-        );
-        drop(held);
-        let verifier = std::sync::Arc::new(Verifier::new(1, 1));
-        let held = verifier.permits.clone().acquire_owned().await.unwrap();
+        // A slow hash keeps the one thread busy: one waits, the next is refused.
+        let slow = slow_hash();
+        let running = {
+            let verifier = verifier.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move { verifier.verify("slow".into(), Some(slow)).await })
+        };
+        while verifier.available() == 1 {
+            tokio::task::yield_now().await;
+        }
         let queued = {
             let verifier = verifier.clone();
             let stored = stored.clone();
@@ -257,9 +312,37 @@ mod tests {
         while verifier.waiting() == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(verifier.verify("x".into(), Some(stored)).await, Err(Busy));
-        drop(held);
+        assert_eq!(
+            verifier.verify("x".into(), Some(stored)).await,
+            Err(Refused::Busy)
+        );
+        assert_eq!(running.await.unwrap(), Ok(true));
         assert_eq!(queued.await.unwrap(), Ok(true));
+        assert_eq!(verifier.waiting(), 0);
+        assert_eq!(verifier.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_verification_that_waits_too_long_for_a_thread_gives_up() {
+        let verifier = Arc::new(Verifier::new(1, 4, Duration::from_millis(200)));
+        let slow = slow_hash();
+        let running = {
+            let verifier = verifier.clone();
+            tokio::spawn(async move { verifier.verify("slow".into(), Some(slow)).await })
+        };
+        while verifier.available() == 1 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(
+            verifier.verify("x".into(), None).await,
+            Err(Refused::TimedOut)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The slow one still ends with its answer; the given-up one is
+        // skipped, not verified for nobody.
+        assert_eq!(running.await.unwrap(), Ok(true));
+        assert_eq!(verifier.verify("x".into(), None).await, Ok(false));
         assert_eq!(verifier.waiting(), 0);
     }
 
@@ -283,7 +366,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn password_checks_run_at_the_lowest_priority() {
-        let verifier = Verifier::new(2, 0);
+        let verifier = Verifier::new(2, 1, MAX_WAIT);
         assert_eq!(verifier.verify("x".into(), None).await, Ok(false));
         // Each thread lowers itself as it starts: wait for both to have.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

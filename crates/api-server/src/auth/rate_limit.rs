@@ -2,6 +2,14 @@
 //! client address + email, and each key past its free failures waits a
 //! delay that doubles with every further failure, up to a cap.
 //!
+//! The counts live in the database (`login_failures`, see
+//! [`LoginFailure`]), so every instance on it applies the same limit: an
+//! attempt reads its two keys' rows (in the same short call that reads the
+//! user), a failure adds one to each with an upsert, a success deletes only
+//! its own address + email row when it had one. Rows expire an hour after
+//! their last failure and the clean-up removes them. Only the attempts in
+//! flight are kept in memory (they last one request).
+//!
 //! What it is built not to do:
 //!
 //! - It never counts a successful login, and it keeps no per-email key
@@ -13,20 +21,26 @@
 //!   NAT, or a proxy when `TRUSTED_PROXIES` is not set) does not block the
 //!   other users of that address for long; an attacker rotating emails is
 //!   stopped by the address key.
-//! - Memory stays bounded whatever is sent: keys are fixed-size digests, a
-//!   key is forgotten [`Policy::forget`] after its last failure, and the table
-//!   never holds more than `max_keys` (past that, the keys that matter least
-//!   are dropped first: those neither blocked nor near their limit).
+//! - Storage stays bounded whatever is sent: keys are fixed-size digests, a
+//!   key counts for nothing [`Policy::forget`] after its last failure, and
+//!   the clean-up removes it then.
 //! - Concurrent guesses cannot outrun the back-off: attempts in flight count
 //!   against the free failures, and a key past them has one attempt in flight
-//!   at a time.
+//!   at a time. Attempts in flight are an instance's own (counting them in
+//!   the database would cost two writes per login), so across N instances
+//!   up to N times as many are in flight; every one of them that fails is
+//!   counted, and the delay grows with them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
+
+use crate::db::DbConnection;
+use crate::models::login_failure::LoginFailure;
 
 /// The limits of one kind of key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +55,7 @@ pub struct Policy {
     /// A key is forgotten this long after its last failure (at least `cap`,
     /// so a key is never forgotten while it is blocked).
     pub forget: Duration,
-    /// Attempts of one key verified at the same time, at most.
+    /// Attempts of one key verified at the same time (per instance), at most.
     pub max_in_flight: u32,
 }
 
@@ -76,290 +90,245 @@ impl Policy {
         let factor = 1u32 << past.min(30);
         self.base.saturating_mul(factor).min(self.cap)
     }
-}
 
-/// The default cap on keys held (about 100 bytes each).
-pub const MAX_KEYS: usize = 100_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Address,
-    AddressEmail,
-}
-
-/// A key: its kind and a 128-bit digest of what it names, so an email of any
-/// length costs the same few bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    kind: Kind,
-    digest: [u8; 16],
-}
-
-impl Key {
-    fn new(kind: Kind, parts: &[&[u8]]) -> Self {
-        let mut hasher = Sha256::new();
-        for part in parts {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
+    /// How long a new attempt must wait, given the key's stored failures and
+    /// the attempts of it in flight here (zero: it may go).
+    fn wait(&self, stored: Option<&Counted>, in_flight: u32, now: NaiveDateTime) -> Duration {
+        let failures = stored.map_or(0, |s| s.failures);
+        if let Some(stored) = stored {
+            // Blocked until the last failure's delay has passed (failures
+            // only grow while a key counts, so the last one's is the longest).
+            let until = stored.last_failure + chrono_duration(self.delay(failures));
+            if let Ok(wait) = (until - now).to_std() {
+                if wait > Duration::ZERO {
+                    return wait;
+                }
+            }
         }
-        let full = hasher.finalize();
-        let mut digest = [0u8; 16];
-        digest.copy_from_slice(&full[..16]);
-        Key { kind, digest }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    in_flight: u32,
-    /// The last failure (or, before any, when the entry was made).
-    last_failure: Instant,
-    blocked_until: Option<Instant>,
-}
-
-impl Entry {
-    fn new(now: Instant) -> Self {
-        Entry {
-            failures: 0,
-            in_flight: 0,
-            last_failure: now,
-            blocked_until: None,
-        }
-    }
-
-    fn stale(&self, policy: &Policy, now: Instant) -> bool {
-        self.in_flight == 0 && now.saturating_duration_since(self.last_failure) >= policy.forget
-    }
-
-    fn blocked(&self, now: Instant) -> bool {
-        self.blocked_until.is_some_and(|until| until > now)
-    }
-
-    /// How long a new attempt must wait (zero: it may go).
-    fn wait(&self, policy: &Policy, now: Instant) -> Duration {
-        if let Some(until) = self.blocked_until.filter(|until| *until > now) {
-            return until - now;
-        }
-        let busy = self.in_flight >= policy.max_in_flight
-            || (self.in_flight > 0 && self.failures + self.in_flight >= policy.free);
+        let busy =
+            in_flight >= self.max_in_flight || (in_flight > 0 && failures + in_flight >= self.free);
         if busy {
             // Its fate depends on the attempts in flight: ask again soon.
             return Duration::from_secs(1);
         }
         Duration::ZERO
     }
+}
 
-    fn idle(&self) -> bool {
-        self.failures == 0 && self.in_flight == 0
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The two keys of a login attempt, as stored: a kind and a 128-bit digest
+/// of what they name, in hex (an email of any length costs the same, and
+/// neither the address nor the email is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginKeys {
+    address: String,
+    address_email: String,
+}
+
+impl LoginKeys {
+    /// The keys of `email` from `client` (`None`: the address is unknown, and
+    /// all such attempts share one address). An IPv6 address counts by its
+    /// /64 ([`realtime_server::client_address::counted_network`]).
+    pub fn new(client: Option<IpAddr>, email: &str) -> Self {
+        let network = client
+            .map(
+                |ip| match realtime_server::client_address::counted_network(ip) {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                },
+            )
+            .unwrap_or_default();
+        LoginKeys {
+            address: digest("a", &[&network]),
+            address_email: digest("e", &[&network, email.as_bytes()]),
+        }
+    }
+
+    /// Both keys, to read their rows.
+    pub fn all(&self) -> [&str; 2] {
+        [&self.address, &self.address_email]
+    }
+
+    /// What the rows read for these keys say.
+    pub fn stored(&self, rows: &[LoginFailure]) -> Stored {
+        let of = |key: &str| {
+            rows.iter()
+                .find(|row| row.key_digest == key)
+                .map(|row| Counted {
+                    failures: u32::try_from(row.failures).unwrap_or(0),
+                    last_failure: row.last_failure_at,
+                })
+        };
+        Stored {
+            address: of(&self.address),
+            address_email: of(&self.address_email),
+        }
     }
 }
 
-/// The login limiter (one per process, in the application state).
+fn digest(kind: &str, parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let full = hasher.finalize();
+    format!("{kind}:{}", hex::encode(&full[..16]))
+}
+
+/// One key's failures as the database holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// Failures counted.
+    pub failures: u32,
+    /// The last one.
+    pub last_failure: NaiveDateTime,
+}
+
+/// What the database holds for an attempt's keys (`None`: no failure counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The address key.
+    pub address: Option<Counted>,
+    /// The address + email key.
+    pub address_email: Option<Counted>,
+}
+
+/// The login limiter (one per process, in the application state): the
+/// policies, and this instance's attempts in flight per key.
 #[derive(Debug)]
 pub struct LoginLimiter {
     address: Policy,
     address_email: Policy,
-    max_keys: usize,
-    entries: Mutex<HashMap<Key, Entry>>,
+    in_flight: Mutex<HashMap<String, u32>>,
 }
 
 impl Default for LoginLimiter {
     fn default() -> Self {
-        LoginLimiter::new(Policy::ADDRESS, Policy::ADDRESS_EMAIL, MAX_KEYS)
-    }
-}
-
-/// The part of a client address a key names: an IPv4 address, or an IPv6
-/// address's /64 (one subscriber usually holds a whole /64, so counting its
-/// addresses apart would give an attacker billions of fresh keys).
-fn network(address: IpAddr) -> Vec<u8> {
-    match address {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+        LoginLimiter::new(Policy::ADDRESS, Policy::ADDRESS_EMAIL)
     }
 }
 
 impl LoginLimiter {
-    /// A limiter with these policies, holding at most `max_keys` keys.
-    pub fn new(address: Policy, address_email: Policy, max_keys: usize) -> Self {
+    /// A limiter with these policies.
+    pub fn new(address: Policy, address_email: Policy) -> Self {
         LoginLimiter {
             address,
             address_email,
-            max_keys: max_keys.max(2),
-            entries: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
-    fn policy(&self, kind: Kind) -> &Policy {
-        match kind {
-            Kind::Address => &self.address,
-            Kind::AddressEmail => &self.address_email,
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many keys are held.
-    pub fn len(&self) -> usize {
+    /// Keys with an attempt in flight here (entries go when their last
+    /// attempt ends, so this is bounded by the requests under way).
+    pub fn keys_in_flight(&self) -> usize {
         self.lock().len()
     }
 
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts a login attempt of `email` from `client` (`None`: the address
-    /// is unknown, and all such attempts share one key). Refused, it answers
-    /// how long to wait, and the attempt is not counted. Accepted, the
-    /// attempt must end with [`Attempt::failed`] or [`Attempt::succeeded`];
-    /// dropped without either (the client left, the database failed), it is
-    /// not counted: nobody learnt whether the password was right.
-    pub fn begin(
-        &self,
-        client: Option<IpAddr>,
-        email: &str,
-        now: Instant,
-    ) -> Result<Attempt<'_>, Duration> {
-        let network = client.map(network).unwrap_or_default();
-        let keys = [
-            Key::new(Kind::Address, &[&network]),
-            Key::new(Kind::AddressEmail, &[&network, email.as_bytes()]),
-        ];
-        let mut entries = self.lock();
-        let mut wait = Duration::ZERO;
-        for key in &keys {
-            let policy = self.policy(key.kind);
-            if entries.get(key).is_some_and(|e| e.stale(policy, now)) {
-                entries.remove(key);
-            }
-            if let Some(entry) = entries.get(key) {
-                wait = wait.max(entry.wait(policy, now));
-            }
+    /// Starts an attempt on `keys`: counts it in flight before the caller
+    /// reads the stored failures, so that a failure another attempt records
+    /// meanwhile is either in what the caller reads or still counted here as
+    /// in flight (never neither). Then [`Attempt::admit`] decides.
+    pub fn reserve(&self, keys: &LoginKeys) -> Attempt<'_> {
+        let mut in_flight = self.lock();
+        let mut others = [0u32; 2];
+        for (n, key) in keys.all().into_iter().enumerate() {
+            let count = in_flight.entry(key.to_owned()).or_insert(0);
+            others[n] = *count;
+            *count += 1;
         }
-        if wait > Duration::ZERO {
-            return Err(wait);
-        }
-        let new_keys = keys.iter().filter(|k| !entries.contains_key(k)).count();
-        if entries.len() + new_keys > self.max_keys {
-            self.make_room(&mut entries, new_keys, now);
-            if entries.len() + new_keys > self.max_keys {
-                // Every key held has an attempt in flight: nothing can go.
-                return Err(Duration::from_secs(1));
-            }
-        }
-        for key in &keys {
-            entries
-                .entry(*key)
-                .or_insert_with(|| Entry::new(now))
-                .in_flight += 1;
-        }
-        Ok(Attempt {
+        Attempt {
             limiter: self,
-            keys,
-            ended: false,
-        })
-    }
-
-    /// Drops forgotten keys; if that is not enough, drops about an eighth of
-    /// the table, the keys that matter least first: not blocked, fewest
-    /// failures, oldest last failure. Keys with attempts in flight stay.
-    fn make_room(&self, entries: &mut HashMap<Key, Entry>, needed: usize, now: Instant) {
-        entries.retain(|key, entry| !entry.stale(self.policy(key.kind), now));
-        if entries.len() + needed <= self.max_keys {
-            return;
-        }
-        let mut candidates: Vec<(bool, u32, Instant, Key)> = entries
-            .iter()
-            .filter(|(_, e)| e.in_flight == 0)
-            .map(|(key, e)| (e.blocked(now), e.failures, e.last_failure, *key))
-            .collect();
-        let count = (self.max_keys / 8).max(needed).min(candidates.len());
-        if count == 0 {
-            return;
-        }
-        candidates.select_nth_unstable_by(count - 1, |a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        for (_, _, _, key) in &candidates[..count] {
-            entries.remove(key);
+            keys: keys.clone(),
+            others,
         }
     }
 
-    fn end(&self, keys: &[Key; 2], outcome: Outcome, now: Instant) {
-        let mut entries = self.lock();
-        for key in keys {
-            let policy = *self.policy(key.kind);
-            let Some(entry) = entries.get_mut(key) else {
-                continue;
-            };
-            entry.in_flight = entry.in_flight.saturating_sub(1);
-            match (outcome, key.kind) {
-                (Outcome::Failed, _) => {
-                    entry.failures = entry.failures.saturating_add(1);
-                    entry.last_failure = now;
-                    let delay = policy.delay(entry.failures);
-                    if delay > Duration::ZERO {
-                        let until = now + delay;
-                        entry.blocked_until =
-                            Some(entry.blocked_until.map_or(until, |b| b.max(until)));
-                    }
-                }
-                // A success resets only the counter of this email at this
-                // address. Resetting the address's counter too would let an
-                // attacker with one account of their own wipe it by logging
-                // in to that account between guesses at others' passwords.
-                (Outcome::Succeeded, Kind::AddressEmail) => {
-                    entry.failures = 0;
-                    entry.blocked_until = None;
-                }
-                (Outcome::Succeeded, Kind::Address) | (Outcome::Abandoned, _) => {}
-            }
-            if entry.idle() {
-                entries.remove(key);
-            }
+    /// Counts a failure of `keys` at `now` (one upsert per key). Called
+    /// while the attempt is still held, so the next attempt sees either the
+    /// failure or the attempt in flight.
+    pub fn record_failure(
+        &self,
+        conn: &mut DbConnection,
+        keys: &LoginKeys,
+        now: NaiveDateTime,
+    ) -> diesel::QueryResult<()> {
+        for (key, policy) in [
+            (&keys.address, &self.address),
+            (&keys.address_email, &self.address_email),
+        ] {
+            LoginFailure::record(conn, key, now, now + chrono_duration(policy.forget))?;
         }
+        Ok(())
+    }
+
+    /// A success: forgets the failures of its email at its address, and
+    /// writes nothing when it had none (`stored`). The address key is kept:
+    /// resetting it would let an attacker with one account of their own
+    /// wipe it by logging in to that account between guesses at others'.
+    pub fn record_success(
+        &self,
+        conn: &mut DbConnection,
+        keys: &LoginKeys,
+        stored: &Stored,
+    ) -> diesel::QueryResult<()> {
+        if stored.address_email.is_some() {
+            LoginFailure::reset(conn, &keys.address_email)?;
+        }
+        Ok(())
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Failed,
-    Succeeded,
-    Abandoned,
-}
-
-/// A login attempt the limiter let through.
+/// A login attempt, counted in flight until it is dropped (after its
+/// outcome is recorded, or when the client left or the database failed:
+/// then nothing is counted, since nobody learnt whether the password was
+/// right).
 #[derive(Debug)]
-#[must_use = "an attempt must be ended with failed() or succeeded()"]
+#[must_use = "an attempt is in flight until dropped"]
 pub struct Attempt<'a> {
     limiter: &'a LoginLimiter,
-    keys: [Key; 2],
-    ended: bool,
+    keys: LoginKeys,
+    /// Attempts of each key in flight here before this one.
+    others: [u32; 2],
 }
 
 impl Attempt<'_> {
-    /// The password was wrong (or the email unknown): counted under both keys.
-    pub fn failed(mut self, now: Instant) {
-        self.ended = true;
-        self.limiter.end(&self.keys, Outcome::Failed, now);
-    }
-
-    /// The password was right: never counted, and the failures of this email
-    /// at this address are forgotten.
-    pub fn succeeded(mut self) {
-        self.ended = true;
-        self.limiter
-            .end(&self.keys, Outcome::Succeeded, Instant::now());
+    /// Whether the attempt may go, given what the database holds for its
+    /// keys; else how long to wait (the attempt is then not counted: drop it).
+    pub fn admit(&self, stored: &Stored, now: NaiveDateTime) -> Result<(), Duration> {
+        let limiter = self.limiter;
+        let wait = limiter
+            .address
+            .wait(stored.address.as_ref(), self.others[0], now)
+            .max(
+                limiter
+                    .address_email
+                    .wait(stored.address_email.as_ref(), self.others[1], now),
+            );
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        Ok(())
     }
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.ended {
-            self.limiter
-                .end(&self.keys, Outcome::Abandoned, Instant::now());
+        let mut in_flight = self.limiter.lock();
+        for key in self.keys.all() {
+            if let Some(count) = in_flight.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    in_flight.remove(key);
+                }
+            }
         }
     }
 }
@@ -368,45 +337,103 @@ impl Drop for Attempt<'_> {
 mod tests {
     use super::*;
 
+    use crate::db::TestDatabase as TestDb;
+
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
     }
 
-    fn fail(limiter: &LoginLimiter, client: Option<IpAddr>, email: &str, now: Instant) {
-        limiter.begin(client, email, now).unwrap().failed(now);
+    fn t0() -> NaiveDateTime {
+        crate::models::now()
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    fn at(now: NaiveDateTime, d: Duration) -> NaiveDateTime {
+        now + chrono_duration(d)
+    }
+
+    /// What a login does up to its verification: reserve, read, admit.
+    fn begin<'a>(
+        limiter: &'a LoginLimiter,
+        db: &mut TestDb,
+        client: Option<IpAddr>,
+        email: &str,
+        now: NaiveDateTime,
+    ) -> Result<(Attempt<'a>, Stored), Duration> {
+        let keys = LoginKeys::new(client, email);
+        let attempt = limiter.reserve(&keys);
+        let rows = LoginFailure::read(&mut db.conn, &keys.all(), now).unwrap();
+        let stored = keys.stored(&rows);
+        attempt.admit(&stored, now)?;
+        Ok((attempt, stored))
+    }
+
+    fn fail_attempt(
+        limiter: &LoginLimiter,
+        db: &mut TestDb,
+        attempt: Attempt<'_>,
+        now: NaiveDateTime,
+    ) {
+        limiter
+            .record_failure(&mut db.conn, &attempt.keys, now)
+            .unwrap();
+    }
+
+    fn succeed_attempt(limiter: &LoginLimiter, db: &mut TestDb, attempt: (Attempt<'_>, Stored)) {
+        limiter
+            .record_success(&mut db.conn, &attempt.0.keys, &attempt.1)
+            .unwrap();
+    }
+
+    fn fail(
+        limiter: &LoginLimiter,
+        db: &mut TestDb,
+        client: Option<IpAddr>,
+        email: &str,
+        now: NaiveDateTime,
+    ) {
+        let (attempt, _) = begin(limiter, db, client, email, now).unwrap();
+        fail_attempt(limiter, db, attempt, now);
+    }
+
+    fn wait(
+        limiter: &LoginLimiter,
+        db: &mut TestDb,
+        client: Option<IpAddr>,
+        email: &str,
+        now: NaiveDateTime,
+    ) -> Duration {
+        begin(limiter, db, client, email, now)
+            .map(|_| ())
+            .unwrap_err()
+    }
+
     #[test]
     fn free_failures_then_a_delay_that_doubles_up_to_the_cap() {
         let limiter = LoginLimiter::default();
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let mut now = Instant::now();
+        let mut now = t0();
         for _ in 0..5 {
-            fail(&limiter, a, "victim@example.com", now);
+            fail(&limiter, db, a, "victim@example.com", now);
         }
         // The sixth failure is let through, and starts the back-off.
-        fail(&limiter, a, "victim@example.com", now);
+        fail(&limiter, db, a, "victim@example.com", now);
         let mut expected = Vec::new();
         let mut seen = Vec::new();
         for n in 0..12u32 {
-            let wait = limiter.begin(a, "victim@example.com", now).unwrap_err();
-            seen.push(wait);
+            let waited = wait(&limiter, db, a, "victim@example.com", now);
+            seen.push(waited);
             expected.push(S(1 << n).min(S(900)));
             // Just before the end of the delay it still waits; at its end it goes.
+            let almost = at(now, waited - Duration::from_millis(1));
             assert_eq!(
-                limiter
-                    .begin(
-                        a,
-                        "victim@example.com",
-                        now + wait - Duration::from_millis(1)
-                    )
-                    .unwrap_err(),
+                wait(&limiter, db, a, "victim@example.com", almost),
                 Duration::from_millis(1)
             );
-            now += wait;
-            fail(&limiter, a, "victim@example.com", now);
+            now = at(now, waited);
+            fail(&limiter, db, a, "victim@example.com", now);
         }
         assert_eq!(seen, expected);
     }
@@ -414,24 +441,19 @@ mod tests {
     #[test]
     fn failures_elsewhere_never_block_an_email_from_its_own_address() {
         let limiter = LoginLimiter::default();
-        let now = Instant::now();
+        let db = &mut TestDb::new();
+        let now = t0();
         for _ in 0..50 {
-            let _ = limiter
-                .begin(ip("192.0.2.1"), "victim@example.com", now)
-                .map(|a| a.failed(now));
+            if let Ok((attempt, _)) =
+                begin(&limiter, db, ip("192.0.2.1"), "victim@example.com", now)
+            {
+                fail_attempt(&limiter, db, attempt, now);
+            }
         }
-        assert!(limiter
-            .begin(ip("192.0.2.1"), "victim@example.com", now)
-            .is_err());
-        limiter
-            .begin(ip("198.51.100.2"), "victim@example.com", now)
-            .unwrap()
-            .succeeded();
+        assert!(begin(&limiter, db, ip("192.0.2.1"), "victim@example.com", now).is_err());
+        assert!(begin(&limiter, db, ip("198.51.100.2"), "victim@example.com", now).is_ok());
         // Nor is another email at the blocked address.
-        limiter
-            .begin(ip("192.0.2.1"), "other@example.com", now)
-            .unwrap()
-            .succeeded();
+        assert!(begin(&limiter, db, ip("192.0.2.1"), "other@example.com", now).is_ok());
     }
 
     #[test]
@@ -442,86 +464,74 @@ mod tests {
                 ..Policy::ADDRESS
             },
             Policy::ADDRESS_EMAIL,
-            MAX_KEYS,
         );
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let now = Instant::now();
+        let now = t0();
         for _ in 0..2 {
-            fail(&limiter, a, "mine@example.com", now);
+            fail(&limiter, db, a, "mine@example.com", now);
         }
-        limiter
-            .begin(a, "mine@example.com", now)
-            .unwrap()
-            .succeeded();
+        let ok = begin(&limiter, db, a, "mine@example.com", now).unwrap();
+        succeed_attempt(&limiter, db, ok);
         // The pair starts again: 2 more failures would have been 4 of 5.
         for _ in 0..2 {
-            fail(&limiter, a, "mine@example.com", now);
+            fail(&limiter, db, a, "mine@example.com", now);
         }
         // The address kept every failure (4 > 3 free): it waits.
-        assert_eq!(
-            limiter.begin(a, "other@example.com", now).unwrap_err(),
-            S(1)
-        );
+        assert_eq!(wait(&limiter, db, a, "other@example.com", now), S(1));
         // A success of the attacker's own account does not wipe it.
-        let later = now + S(1);
-        limiter
-            .begin(a, "mine@example.com", later)
-            .unwrap()
-            .succeeded();
-        fail(&limiter, a, "victim@example.com", later);
-        assert_eq!(
-            limiter.begin(a, "victim@example.com", later).unwrap_err(),
-            S(2)
-        );
+        let later = at(now, S(1));
+        let ok = begin(&limiter, db, a, "mine@example.com", later).unwrap();
+        succeed_attempt(&limiter, db, ok);
+        fail(&limiter, db, a, "victim@example.com", later);
+        assert_eq!(wait(&limiter, db, a, "victim@example.com", later), S(2));
     }
 
     #[test]
     fn a_success_is_never_counted_and_an_abandoned_attempt_neither() {
         let limiter = LoginLimiter::default();
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let now = Instant::now();
-        for _ in 0..1000 {
-            limiter
-                .begin(a, "user@example.com", now)
-                .unwrap()
-                .succeeded();
-            drop(limiter.begin(a, "user@example.com", now).unwrap());
+        let now = t0();
+        for _ in 0..200 {
+            let ok = begin(&limiter, db, a, "user@example.com", now).unwrap();
+            succeed_attempt(&limiter, db, ok);
+            drop(begin(&limiter, db, a, "user@example.com", now).unwrap());
         }
-        assert!(limiter.is_empty(), "nothing to remember");
+        assert_eq!(limiter.keys_in_flight(), 0, "nothing to remember");
+        let keys = LoginKeys::new(a, "user@example.com");
+        assert!(LoginFailure::read(&mut db.conn, &keys.all(), now)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn concurrent_guesses_cannot_outrun_the_free_failures() {
         let limiter = LoginLimiter::default();
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let now = Instant::now();
+        let now = t0();
         let mut in_flight = Vec::new();
-        while let Ok(attempt) = limiter.begin(a, "victim@example.com", now) {
+        while let Ok((attempt, _)) = begin(&limiter, db, a, "victim@example.com", now) {
             in_flight.push(attempt);
         }
         assert_eq!(in_flight.len(), 5, "as many as the free failures");
         for attempt in in_flight {
-            attempt.failed(now);
+            fail_attempt(&limiter, db, attempt, now);
         }
         // Past them, one at a time.
-        let one = limiter.begin(a, "victim@example.com", now).unwrap();
+        let (one, _) = begin(&limiter, db, a, "victim@example.com", now).unwrap();
+        assert_eq!(wait(&limiter, db, a, "victim@example.com", now), S(1));
+        fail_attempt(&limiter, db, one, now);
+        assert_eq!(wait(&limiter, db, a, "victim@example.com", now), S(1));
         assert_eq!(
-            limiter.begin(a, "victim@example.com", now).unwrap_err(),
-            S(1)
-        );
-        one.failed(now);
-        assert_eq!(
-            limiter.begin(a, "victim@example.com", now).unwrap_err(),
-            S(1)
-        );
-        assert_eq!(
-            limiter
-                .begin(
-                    a,
-                    "victim@example.com",
-                    now + S(1) - Duration::from_millis(1)
-                )
-                .unwrap_err(),
+            wait(
+                &limiter,
+                db,
+                a,
+                "victim@example.com",
+                at(now, S(1) - Duration::from_millis(1))
+            ),
             Duration::from_millis(1)
         );
     }
@@ -529,79 +539,96 @@ mod tests {
     #[test]
     fn the_address_key_is_looser_and_stops_email_rotation() {
         let limiter = LoginLimiter::default();
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let now = Instant::now();
+        let now = t0();
         for n in 0..100 {
-            fail(&limiter, a, &format!("user{n}@example.com"), now);
+            fail(&limiter, db, a, &format!("user{n}@example.com"), now);
         }
-        fail(&limiter, a, "user100@example.com", now);
-        assert_eq!(
-            limiter.begin(a, "fresh@example.com", now).unwrap_err(),
-            S(1)
-        );
+        fail(&limiter, db, a, "user100@example.com", now);
+        assert_eq!(wait(&limiter, db, a, "fresh@example.com", now), S(1));
         // Another address is untouched.
-        assert!(limiter
-            .begin(ip("192.0.2.2"), "fresh@example.com", now)
-            .is_ok());
+        assert!(begin(&limiter, db, ip("192.0.2.2"), "fresh@example.com", now).is_ok());
     }
 
     #[test]
     fn an_ipv6_subscriber_is_counted_by_its_64() {
         let limiter = LoginLimiter::default();
-        let now = Instant::now();
+        let db = &mut TestDb::new();
+        let now = t0();
         for n in 0..6 {
             let address = format!("2001:db8:1:2::{n:x}");
-            fail(&limiter, ip(&address), "victim@example.com", now);
+            fail(&limiter, db, ip(&address), "victim@example.com", now);
         }
-        assert!(limiter
-            .begin(ip("2001:db8:1:2:ffff::1"), "victim@example.com", now)
-            .is_err());
-        assert!(limiter
-            .begin(ip("2001:db8:1:3::1"), "victim@example.com", now)
-            .is_ok());
+        assert!(begin(
+            &limiter,
+            db,
+            ip("2001:db8:1:2:ffff::1"),
+            "victim@example.com",
+            now
+        )
+        .is_err());
+        assert!(begin(
+            &limiter,
+            db,
+            ip("2001:db8:1:3::1"),
+            "victim@example.com",
+            now
+        )
+        .is_ok());
     }
 
     #[test]
-    fn keys_are_forgotten_after_their_last_failure() {
+    fn keys_are_forgotten_after_their_last_failure_and_then_removed() {
         let limiter = LoginLimiter::default();
+        let db = &mut TestDb::new();
         let a = ip("192.0.2.1");
-        let now = Instant::now();
+        let now = t0();
         for _ in 0..6 {
-            fail(&limiter, a, "victim@example.com", now);
+            fail(&limiter, db, a, "victim@example.com", now);
         }
-        fail(&limiter, a, "victim@example.com", now + S(10));
-        let later = now + S(10) + Policy::ADDRESS_EMAIL.forget;
-        // Forgotten: five free failures again.
+        fail(&limiter, db, a, "victim@example.com", at(now, S(10)));
+        let later = at(at(now, S(10)), Policy::ADDRESS_EMAIL.forget);
+        // Forgotten: five free failures again, the upsert starting over.
         for _ in 0..5 {
-            fail(&limiter, a, "victim@example.com", later);
+            fail(&limiter, db, a, "victim@example.com", later);
         }
-        assert!(limiter.begin(a, "victim@example.com", later).is_ok());
-    }
-
-    #[test]
-    fn memory_is_bounded_and_blocked_keys_are_kept_longest() {
-        let limiter = LoginLimiter::new(Policy::ADDRESS, Policy::ADDRESS_EMAIL, 1000);
-        let now = Instant::now();
-        let attacker = ip("192.0.2.1");
-        for _ in 0..6 {
-            fail(&limiter, attacker, "victim@example.com", now);
-        }
-        for n in 0..20_000u32 {
-            let client = Some(IpAddr::from((0x0a00_0000 + n).to_be_bytes()));
-            fail(&limiter, client, &format!("{n}@example.com"), now);
-            assert!(limiter.len() <= 1000);
-        }
-        // The blocked pair survived the flood of one-failure keys.
-        assert!(limiter.begin(attacker, "victim@example.com", now).is_err());
+        assert!(begin(&limiter, db, a, "victim@example.com", later).is_ok());
+        // Rows past their time are removed by the clean-up, the others kept.
+        fail(&limiter, db, ip("192.0.2.9"), "old@example.com", now);
+        let removed = LoginFailure::delete_expired(&mut db.conn, at(later, S(1)), 500).unwrap();
+        assert_eq!(removed, 2, "the old address and its pair");
+        let keys = LoginKeys::new(a, "victim@example.com");
+        assert_eq!(
+            LoginFailure::read(&mut db.conn, &keys.all(), later)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn without_an_address_all_attempts_share_one() {
         let limiter = LoginLimiter::default();
-        let now = Instant::now();
+        let db = &mut TestDb::new();
+        let now = t0();
         for _ in 0..6 {
-            fail(&limiter, None, "victim@example.com", now);
+            fail(&limiter, db, None, "victim@example.com", now);
         }
-        assert!(limiter.begin(None, "victim@example.com", now).is_err());
+        assert!(begin(&limiter, db, None, "victim@example.com", now).is_err());
+    }
+
+    #[test]
+    fn keys_name_no_address_and_no_email() {
+        let keys = LoginKeys::new(ip("192.0.2.1"), "victim@example.com");
+        for key in keys.all() {
+            assert_eq!(key.len(), 34, "{key}");
+            assert!(!key.contains("192") && !key.contains("victim"), "{key}");
+        }
+        assert_ne!(keys, LoginKeys::new(ip("192.0.2.1"), "other@example.com"));
+        assert_eq!(
+            LoginKeys::new(ip("2001:db8::1"), "x").all()[0],
+            LoginKeys::new(ip("2001:db8::2"), "y").all()[0]
+        );
     }
 }

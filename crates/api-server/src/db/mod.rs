@@ -264,3 +264,86 @@ macro_rules! insert_returning {
         }
     }};
 }
+
+/// Loads `$query`'s rows as `$row` for a claim: on PostgreSQL locked
+/// `FOR UPDATE SKIP LOCKED`, so instances sharing the database each take
+/// other rows (a row one holds the others skip); on SQLite plainly, as one
+/// writer (the caller's write transaction or `db/writer.rs`) serialises the
+/// claims. The outbox dispatcher's and the SMS worker's claims read through it.
+#[macro_export]
+macro_rules! load_skip_locked {
+    ($conn:expr, $query:expr, $row:ty) => {{
+        use diesel::prelude::*;
+        match $conn {
+            $crate::db::DbConnection::Postgresql(c) => $query
+                .select(<$row>::as_select())
+                .for_update()
+                .skip_locked()
+                .load::<$row>(c),
+            $crate::db::DbConnection::Sqlite(c) => {
+                $query.select(<$row>::as_select()).load::<$row>(c)
+            }
+        }
+    }};
+}
+
+/// Deletes at most `$limit` rows of `$table` that match `$filter`: reads
+/// their keys (`$key`, of Rust type `$key_ty`), then deletes those rows;
+/// evaluates to how many went (a `QueryResult<usize>`). The one shape of the
+/// clean-up's batches (`cleanup.rs`), so that a backlog is removed a bounded
+/// batch at a time. Without an `ORDER BY`: which of the rows past their time
+/// go first does not matter, and ordering by a column without an index
+/// (`early_statuses.created_at`) would sort the whole table for every batch.
+#[macro_export]
+macro_rules! delete_batch {
+    ($conn:expr, $table:expr, $key:expr, $key_ty:ty, $filter:expr, $limit:expr) => {{
+        use diesel::prelude::*;
+        let conn: &mut $crate::db::DbConnection = $conn;
+        $table
+            .select($key)
+            .filter($filter)
+            .limit($limit)
+            .load::<$key_ty>(conn)
+            .and_then(|keys| diesel::delete($table.filter($key.eq_any(keys))).execute(conn))
+    }};
+}
+
+/// A migrated SQLite database of a unit test's own, removed when dropped.
+#[cfg(test)]
+pub(crate) struct TestDatabase {
+    /// A connection to it.
+    pub conn: DbConnection,
+    path: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl TestDatabase {
+    /// A fresh file in the temporary directory, migrated.
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "api_server_unit_{}_{:016x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let url = path.to_string_lossy().into_owned();
+        #[allow(clippy::expect_used)]
+        {
+            migrate(&url).expect("the test database migrates");
+            TestDatabase {
+                conn: connect(&url).expect("the test database opens"),
+                path,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}

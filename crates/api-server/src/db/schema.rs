@@ -130,6 +130,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    login_failures (key_digest) {
+        key_digest -> Text,
+        failures -> Integer,
+        last_failure_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> teams (team_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(contacts -> teams (team_id));
@@ -149,4 +158,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     realtime_apps,
     early_statuses,
     sms_outbox,
+    login_failures,
 );

@@ -61,14 +61,14 @@ impl EarlyStatus {
         cutoff: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<usize> {
-        let batch: Vec<_> = early_statuses::table
-            .select(early_statuses::twilio_sid)
-            .filter(early_statuses::created_at.lt(cutoff))
-            .order(early_statuses::created_at)
-            .limit(limit)
-            .load::<String>(conn)?;
-        diesel::delete(early_statuses::table.filter(early_statuses::twilio_sid.eq_any(batch)))
-            .execute(conn)
+        crate::delete_batch!(
+            conn,
+            early_statuses::table,
+            early_statuses::twilio_sid,
+            String,
+            early_statuses::created_at.lt(cutoff),
+            limit
+        )
     }
 
     /// Takes (and forgets) the status kept for a SID.

@@ -34,21 +34,20 @@ pub fn remember(conn: &mut DbConnection, new: &NewIdempotencyKey<'_>) -> QueryRe
         .execute(conn)
 }
 
-/// Forgets up to `limit` keys made before `cutoff`, the oldest first;
-/// answers how many. A retry comes within minutes of its first try, so a
-/// key is kept a day (`cleanup.rs`).
+/// Forgets up to `limit` keys made before `cutoff`; answers how many. A
+/// retry comes within minutes of its first try, so a key is kept a day
+/// (`cleanup.rs`).
 pub fn delete_older_than(
     conn: &mut DbConnection,
     cutoff: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<usize> {
-    // In id order, which is the order of creation: each batch reads the
-    // old rows at the front of the table, not the whole table.
-    let batch: Vec<_> = idempotency_keys::table
-        .select(idempotency_keys::id)
-        .filter(idempotency_keys::created_at.lt(cutoff))
-        .order(idempotency_keys::id)
-        .limit(limit)
-        .load::<i64>(conn)?;
-    diesel::delete(idempotency_keys::table.filter(idempotency_keys::id.eq_any(batch))).execute(conn)
+    crate::delete_batch!(
+        conn,
+        idempotency_keys::table,
+        idempotency_keys::id,
+        i64,
+        idempotency_keys::created_at.lt(cutoff),
+        limit
+    )
 }

@@ -5,6 +5,7 @@
 pub mod contact;
 pub mod early_status;
 pub mod idempotency;
+pub mod login_failure;
 pub mod message;
 pub mod note;
 pub mod outbox;

@@ -80,15 +80,7 @@ impl OutboxRow {
             .filter(outbox::id.ne_all(published.iter().copied().collect::<Vec<_>>()))
             .order(outbox::id)
             .limit(limit);
-        let rows: Vec<OutboxRow> = match conn {
-            DbConnection::Postgresql(pg) => due
-                .select(OutboxRow::as_select())
-                .for_update()
-                .skip_locked()
-                .load(pg)?,
-            // SQLite: one process writes (db/writer.rs), so nothing to lock.
-            DbConnection::Sqlite(sqlite) => due.select(OutboxRow::as_select()).load(sqlite)?,
-        };
+        let rows = crate::load_skip_locked!(conn, due, OutboxRow)?;
         let contacts: HashSet<i64> = rows.iter().filter_map(|r| r.contact_id).collect();
         if contacts.is_empty() {
             return Ok(rows);

@@ -35,6 +35,14 @@ impl RealtimeApp {
         generate: impl FnOnce() -> (String, String, String),
     ) -> QueryResult<RealtimeApp> {
         crate::db::write_transaction(conn, |conn| {
+            // Instances starting at once on an empty PostgreSQL database
+            // would each read no app and insert their own, and sign with
+            // different secrets; the lock makes the later one wait and read
+            // the first one's. (SQLite's write transaction is exclusive.)
+            if let DbConnection::Postgresql(pg) = conn {
+                use diesel::connection::SimpleConnection;
+                pg.batch_execute("LOCK TABLE realtime_apps IN SHARE ROW EXCLUSIVE MODE")?;
+            }
             let existing = realtime_apps::table
                 .order(realtime_apps::id)
                 .select(RealtimeApp::as_select())

@@ -57,20 +57,20 @@ impl Session {
         diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)
     }
 
-    /// Removes up to `limit` expired sessions, the oldest first; answers
-    /// how many. (An expired session already admits no one: see
-    /// [`Session::user_of`].)
+    /// Removes up to `limit` expired sessions; answers how many. (An expired
+    /// session already admits no one: see [`Session::user_of`].)
     pub fn delete_expired(
         conn: &mut DbConnection,
         now: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<usize> {
-        let batch: Vec<_> = sessions::table
-            .select(sessions::id)
-            .filter(sessions::expires_at.le(now))
-            .order(sessions::id)
-            .limit(limit)
-            .load::<i64>(conn)?;
-        diesel::delete(sessions::table.filter(sessions::id.eq_any(batch))).execute(conn)
+        crate::delete_batch!(
+            conn,
+            sessions::table,
+            sessions::id,
+            i64,
+            sessions::expires_at.le(now),
+            limit
+        )
     }
 }

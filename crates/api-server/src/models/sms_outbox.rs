@@ -114,15 +114,7 @@ impl SmsJob {
             )
             .order((sms_outbox::next_attempt_at, sms_outbox::message_id))
             .limit(limit);
-        let rows: Vec<SmsJob> = match conn {
-            DbConnection::Postgresql(pg) => due
-                .select(SmsJob::as_select())
-                .for_update()
-                .skip_locked()
-                .load(pg)?,
-            // SQLite: the write transaction holds the database's one write lock.
-            DbConnection::Sqlite(sqlite) => due.select(SmsJob::as_select()).load(sqlite)?,
-        };
+        let rows = crate::load_skip_locked!(conn, due, SmsJob)?;
         let locked_until = after(now, lease);
         let mut claimed = Vec::with_capacity(rows.len());
         for job in rows {

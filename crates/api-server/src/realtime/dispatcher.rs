@@ -9,12 +9,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use realtime_core::{Error as RealtimeError, Event, Publisher};
-use tokio::sync::Notify;
 
+use crate::background::{Signals, WorkerThread};
 use crate::db::writer::{PendingWrite, Writer};
 use crate::db::{write_transaction, DbConnection, DbPool};
 use crate::metrics::AppMetrics;
@@ -41,14 +40,9 @@ pub fn backoff(attempts: i32) -> Duration {
 /// A handle on the running dispatcher.
 #[derive(Debug)]
 pub struct Dispatcher {
-    wake: Arc<Notify>,
-    /// Set by [`Dispatcher::shutdown`]: until when the dispatcher may keep
-    /// publishing before it stops.
-    drain_until: DrainUntil,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Its thread; a stop's deadline is until when it may keep publishing.
+    thread: WorkerThread,
 }
-
-type DrainUntil = Arc<std::sync::Mutex<Option<Instant>>>;
 
 impl Dispatcher {
     /// Starts the dispatcher thread. `writer` is SQLite's one writer, and
@@ -82,35 +76,26 @@ impl Dispatcher {
                 ))
             }
         };
-        let wake = Arc::new(Notify::new());
-        let drain_until = DrainUntil::default();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let worker = Worker {
-            pool,
-            settlement,
-            settling: None,
-            unsettled: HashSet::new(),
-            publisher,
-            metrics,
-            wake: wake.clone(),
-            drain_until: drain_until.clone(),
-            runtime,
-        };
-        let thread = std::thread::Builder::new()
-            .name("outbox-dispatcher".into())
-            .spawn(move || worker.run())?;
-        Ok(Dispatcher {
-            wake,
-            drain_until,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
+        let thread = WorkerThread::new();
+        thread.spawn("outbox-dispatcher", move |runtime, signals| {
+            Worker {
+                pool,
+                settlement,
+                settling: None,
+                unsettled: HashSet::new(),
+                publisher,
+                metrics,
+                signals,
+                runtime,
+            }
+            .run()
+        })?;
+        Ok(Dispatcher { thread })
     }
 
     /// Tells the dispatcher new events were committed.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.thread.wake();
     }
 
     /// Publishes what is still queued (for at most `timeout`), then stops.
@@ -126,17 +111,9 @@ impl Dispatcher {
     /// the thread still runs, logging a warning; what is unpublished stays
     /// queued for the next start.
     pub fn shutdown(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        *self.drain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-        self.wake.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(thread) = thread else {
-            return;
-        };
         // A publish under way when the deadline passes ends within the
         // publisher's own timeout; wait for that too.
-        let give_up = deadline + PUBLISH_GRACE;
-        if !crate::background::join_by(thread, give_up) {
+        if !self.thread.stop(timeout, PUBLISH_GRACE) {
             tracing::warn!("the outbox dispatcher did not stop in time and is left running; unpublished events stay queued for the next start");
         }
     }
@@ -160,8 +137,8 @@ struct Worker {
     unsettled: HashSet<i64>,
     publisher: Arc<dyn Publisher>,
     metrics: AppMetrics,
-    wake: Arc<Notify>,
-    drain_until: DrainUntil,
+    /// Wake-ups, and the stop's deadline: until when it may keep publishing.
+    signals: Signals,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -255,7 +232,7 @@ fn is_permanent(error: &RealtimeError) -> bool {
 impl Worker {
     fn run(mut self) {
         loop {
-            let drain_until = *self.drain_until.lock().unwrap_or_else(|e| e.into_inner());
+            let drain_until = self.signals.stop_by();
             let round = match self.round() {
                 Ok(round) => round,
                 Err(e) => {
@@ -289,10 +266,7 @@ impl Worker {
 
     /// Whether shutdown was asked for and its deadline has passed.
     fn past_deadline(&self) -> bool {
-        self.drain_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|deadline| Instant::now() > deadline)
+        self.signals.past_deadline()
     }
 
     /// Published rows the next claim must leave out: those whose removal
@@ -315,10 +289,7 @@ impl Worker {
     }
 
     fn sleep(&self, at_most: Duration) {
-        let wake = self.wake.clone();
-        self.runtime.block_on(async move {
-            let _ = tokio::time::timeout(at_most, wake.notified()).await;
-        });
+        self.runtime.block_on(self.signals.sleep(at_most));
     }
 
     fn round(&mut self) -> Result<Round, crate::error::AppError> {

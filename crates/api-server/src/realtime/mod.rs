@@ -1,11 +1,12 @@
 //! Realtime: where events go (hosted Pusher, a self-hosted server, or the
 //! embedded realtime-server on our own port), who may join which channel,
-//! `notify_contact()`, the outbox dispatcher, and who is viewing a contact.
+//! `notify_contact()`, and the outbox dispatcher. Who is viewing a contact
+//! is the realtime service's presence state, read when asked
+//! (`routes/api/contacts/viewers.rs`).
 
 pub mod channels;
 pub mod dispatcher;
 pub mod notify;
-pub mod viewers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,6 @@ use serde_json::{json, Value};
 use crate::config::{Config, RealtimeMode};
 use crate::db::DbPool;
 use crate::models::realtime_app;
-use viewers::Viewers;
 
 pub use notify::{notify_contact, ContactEvent};
 
@@ -33,7 +33,8 @@ pub enum Backend {
     Embedded {
         /// The server, to mount on our port.
         server: web::Data<Server>,
-        /// Its one app, for presence state.
+        /// Its one app, for presence state (the members it knows: this
+        /// process's, and, once the server runs in a cluster, every node's).
         app: Arc<RealtimeApp>,
     },
 }
@@ -48,8 +49,6 @@ pub struct Realtime {
     pub publisher: Arc<dyn Publisher>,
     /// Verifies Pusher's webhooks.
     pub webhooks: WebhookVerifier,
-    /// Viewers as webhooks reported them.
-    pub viewers: Viewers,
     /// The options of `new Pusher(key, options)` for pusher-js.
     pub client_options: Value,
 }
@@ -138,7 +137,6 @@ impl Realtime {
             webhooks: WebhookVerifier::from_credentials(&credentials),
             backend: Backend::Pusher(pusher),
             credentials,
-            viewers: Viewers::default(),
             client_options: merge(options, auth_endpoints()),
         })
     }
@@ -210,7 +208,6 @@ impl Realtime {
             webhooks: WebhookVerifier::from_credentials(&credentials),
             credentials,
             publisher,
-            viewers: Viewers::default(),
             client_options,
         })
     }

@@ -13,15 +13,14 @@
 //! attempts are spent the message ends `failed` (`twilio_unavailable`).
 //! Twilio's refusals end it at once with Twilio's code.
 
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::background::{Signals, WorkerThread};
 use crate::config::ConfigError;
 use crate::db::write_transaction;
 use crate::error::AppError;
@@ -142,10 +141,8 @@ pub fn after_failure(settings: &SendSettings, attempt: i32, may_be_sent: bool) -
 /// configured.
 #[derive(Debug, Default)]
 pub struct SmsWorker {
-    wake: Arc<Notify>,
-    /// Set by [`SmsWorker::shutdown`]: until when sends under way may finish.
-    stop: Arc<Mutex<Option<Instant>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Its thread; a stop's deadline is until when sends under way may finish.
+    thread: WorkerThread,
 }
 
 impl SmsWorker {
@@ -157,22 +154,15 @@ impl SmsWorker {
     /// Starts the worker's thread for `state` (held weakly: the worker ends
     /// when the application does).
     pub fn start(&self, state: &Arc<AppState>) -> std::io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let state = Arc::downgrade(state);
-        let wake = self.wake.clone();
-        let stop = self.stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sms-worker".into())
-            .spawn(move || runtime.block_on(run(state, wake, stop)))?;
-        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Ok(())
+        self.thread.spawn("sms-worker", move |runtime, signals| {
+            runtime.block_on(run(state, signals))
+        })
     }
 
     /// Tells the worker a send was queued.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.thread.wake();
     }
 
     /// Stops claiming, lets the sends under way finish for at most
@@ -180,25 +170,18 @@ impl SmsWorker {
     /// its job claimed: after the lease, the next start (or another
     /// instance) looks it up at Twilio and sends it only if Twilio has not.
     pub fn shutdown(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-        self.wake.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(thread) = thread else { return };
         // The runtime drops what is left at the deadline; recording an
         // answer already received takes a moment more.
-        let give_up = deadline + Duration::from_secs(2);
-        if !crate::background::join_by(thread, give_up) {
+        if !self.thread.stop(timeout, Duration::from_secs(2)) {
             tracing::warn!("the SMS worker did not stop in time; its claimed sends are taken again after their lease");
         }
     }
 }
 
-async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<Instant>>>) {
+async fn run(state: Weak<AppState>, signals: Signals) {
     let mut sends: JoinSet<()> = JoinSet::new();
-    let stopping = || *stop.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if stopping().is_some() {
+        if signals.stop_by().is_some() {
             break;
         }
         let Some(app) = state.upgrade() else { break };
@@ -236,12 +219,12 @@ async fn run(state: Weak<AppState>, wake: Arc<Notify>, stop: Arc<Mutex<Option<In
         }
         drop(app);
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = signals.woken() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = sends.join_next(), if !sends.is_empty() => {}
         }
     }
-    let deadline = stopping().unwrap_or_else(Instant::now);
+    let deadline = signals.stop_by().unwrap_or_else(Instant::now);
     while !sends.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, sends.join_next()).await.is_err() {
@@ -320,28 +303,19 @@ async fn try_process(state: &AppState, claimed: &Claimed) -> Result<(), AppError
     if claimed.job.sent_unknown {
         let since = claimed.job.first_attempt_at.unwrap_or(message.created_at);
         match twilio.find_sent(from, to, body, since).await {
-            Ok(found) => {
-                let taken = state
-                    .db({
-                        let sids: Vec<String> = found.iter().map(|m| m.sid.clone()).collect();
-                        move |conn| {
-                            let mut taken = Vec::new();
-                            for sid in sids {
-                                if Message::by_twilio_sid(conn, &sid)?.is_some() {
-                                    taken.push(sid);
-                                }
-                            }
-                            Ok(taken)
-                        }
-                    })
-                    .await?;
-                // A twin already stored as another message's SID is that
-                // message's; the oldest other one is ours.
-                if let Some(ours) = found.into_iter().find(|m| !taken.contains(&m.sid)) {
-                    tracing::info!(message_id, sid = %ours.sid, "Twilio had the message already; its SID is adopted");
-                    return record_sent(state, &contact, message_id, ours.sid, ours.status).await;
+            Ok(found) if !found.is_empty() => {
+                let candidates = found.into_iter().map(|m| (m.sid, m.status)).collect();
+                // Which of them is free is decided in the transaction that
+                // records it: another message may adopt a twin meanwhile.
+                if record_sent(state, &contact, message_id, candidates, Adopt::FreeOnly).await? {
+                    tracing::info!(
+                        message_id,
+                        "Twilio had the message already; its SID is adopted"
+                    );
+                    return Ok(());
                 }
             }
+            Ok(_) => {}
             Err(why) => {
                 tracing::warn!(message_id, %why, "could not learn whether Twilio has the message");
                 return retry_or_fail(state, &contact, claimed, true, why, spent).await;
@@ -358,7 +332,10 @@ async fn try_process(state: &AppState, claimed: &Claimed) -> Result<(), AppError
     }
     match twilio.send(from, to, body).await {
         Ok(accepted) => {
-            record_sent(state, &contact, message_id, accepted.sid, accepted.status).await
+            let candidates = vec![(accepted.sid, accepted.status)];
+            record_sent(state, &contact, message_id, candidates, Adopt::Sent)
+                .await
+                .map(|_| ())
         }
         Err(SendError::Refused { code, message }) => {
             tracing::warn!(message_id, %code, %message, "Twilio refused the message");
@@ -454,61 +431,219 @@ async fn fail(
     Ok(())
 }
 
+/// Where the SIDs given to [`record_sent`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopt {
+    /// A lookup's matches, oldest first: a SID another message holds is a
+    /// twin's and is passed over; none free means Twilio does not have ours.
+    FreeOnly,
+    /// Twilio's answer to our own send: the message went out whatever else
+    /// holds that SID, so its job ends.
+    Sent,
+}
+
 /// Records the SID Twilio gave (or that a lookup found) and its status,
 /// with any status callback that came first; removes the job whoever holds
-/// it, since the message is sent.
+/// it, since the message is sent. Answers whether a SID was recorded (or
+/// the message had one already).
 async fn record_sent(
     state: &AppState,
     contact: &Contact,
     message_id: i64,
-    sid: String,
-    status: String,
-) -> Result<(), AppError> {
+    candidates: Vec<(String, String)>,
+    adopt: Adopt,
+) -> Result<bool, AppError> {
     let contact = contact.clone();
-    let changed = state
+    let recorded = state
         .write(move |conn| {
             write_transaction(conn, |conn| {
-                SmsJob::remove(conn, message_id)?;
-                let current = Message::reload(conn, message_id)?;
-                if current.twilio_sid.is_some() {
-                    return Ok(None);
-                }
-                // A status callback may have come before this answer and
-                // been kept.
-                let early = EarlyStatus::take(conn, &sid)?;
-                let mut status = if may_move(&current.status, &status) {
-                    status
-                } else {
-                    current.status.clone()
-                };
-                let mut error_code = current.error_code.clone();
-                if let Some(early) = early.filter(|e| may_move(&status, &e.status)) {
-                    status = early.status;
-                    error_code = early.error_code.or(error_code);
-                }
-                Message::set_delivery(
-                    conn,
-                    message_id,
-                    Some(&sid),
-                    &status,
-                    error_code.as_deref(),
-                )?;
-                let updated = Message::reload(conn, message_id)?;
-                notify_contact(conn, &contact, ContactEvent::MessageStatus(&updated), None)?;
-                Ok::<_, AppError>(Some(()))
+                record_in(conn, &contact, message_id, &candidates, adopt)
             })
         })
         .await?;
-    if changed.is_some() {
+    if recorded == Recorded::Now {
         state.metrics.sms_sent.inc();
         state.dispatcher.wake();
     }
-    Ok(())
+    Ok(recorded != Recorded::NoneFree)
+}
+
+/// What [`record_in`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// The message got its SID (or, sent, its status) and its event.
+    Now,
+    /// It had its SID already (an earlier claimer recorded it).
+    Already,
+    /// Every SID of a lookup is another message's: nothing recorded.
+    NoneFree,
+}
+
+/// [`record_sent`]'s transaction. The SIDs other messages hold are read
+/// here, in the transaction that stores ours: read before it, a twin
+/// message could adopt the same SID in between, and ours would then fail on
+/// the UNIQUE `twilio_sid` instead of passing to the next match.
+fn record_in(
+    conn: &mut crate::db::DbConnection,
+    contact: &Contact,
+    message_id: i64,
+    candidates: &[(String, String)],
+    adopt: Adopt,
+) -> Result<Recorded, AppError> {
+    let current = Message::reload(conn, message_id)?;
+    if current.twilio_sid.is_some() {
+        SmsJob::remove(conn, message_id)?;
+        return Ok(Recorded::Already);
+    }
+    let mut free = None;
+    for (sid, status) in candidates {
+        match Message::by_twilio_sid(conn, sid)? {
+            Some(holder) if holder.id != message_id => {}
+            _ => {
+                free = Some((sid.as_str(), status.as_str()));
+                break;
+            }
+        }
+    }
+    let (sid, status) = match (free, adopt, candidates.first()) {
+        (Some(found), _, _) => (Some(found.0), found.1),
+        (None, Adopt::FreeOnly, _) | (None, Adopt::Sent, None) => return Ok(Recorded::NoneFree),
+        (None, Adopt::Sent, Some((sid, status))) => {
+            // Twilio took our send, but a twin's lookup adopted its SID
+            // first: the message is sent all the same; its status is kept,
+            // without the SID another message holds.
+            tracing::warn!(message_id, %sid, "the SID of a sent message is held by another message");
+            (None, status.as_str())
+        }
+    };
+    SmsJob::remove(conn, message_id)?;
+    // A status callback may have come before this answer and been kept.
+    let early = match sid {
+        Some(sid) => EarlyStatus::take(conn, sid)?,
+        None => None,
+    };
+    let mut status = if may_move(&current.status, status) {
+        status.to_owned()
+    } else {
+        current.status.clone()
+    };
+    let mut error_code = current.error_code.clone();
+    if let Some(early) = early.filter(|e| may_move(&status, &e.status)) {
+        status = early.status;
+        error_code = early.error_code.or(error_code);
+    }
+    Message::set_delivery(conn, message_id, sid, &status, error_code.as_deref())?;
+    let updated = Message::reload(conn, message_id)?;
+    notify_contact(conn, contact, ContactEvent::MessageStatus(&updated), None)?;
+    Ok(Recorded::Now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migrated SQLite database of its own, with a team, a contact and two
+    /// outbound messages with the same body (twins), each queued.
+    fn twins() -> (crate::db::TestDatabase, Contact, i64, i64) {
+        use crate::models::contact::NewContact;
+        use crate::models::message::NewMessage;
+        let mut db = crate::db::TestDatabase::new();
+        let conn = &mut db.conn;
+        let team = crate::cli::create_team(conn, "Team", "+14155550100").unwrap();
+        let now = crate::models::now();
+        let contact = Contact::create(
+            conn,
+            &NewContact {
+                team_id: team,
+                name: "Carol",
+                phone: "+14155550123",
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .unwrap();
+        let mut message = || {
+            let id = Message::create(
+                conn,
+                &NewMessage {
+                    team_id: team,
+                    contact_id: contact.id,
+                    direction: "outbound",
+                    body: "same words",
+                    media: "[]".into(),
+                    status: STATUS_QUEUED,
+                    error_code: None,
+                    twilio_sid: None,
+                    sent_by: None,
+                    created_at: now,
+                },
+            )
+            .unwrap()
+            .id;
+            SmsJob::enqueue(conn, id, now).unwrap();
+            id
+        };
+        let (first, second) = (message(), message());
+        (db, contact, first, second)
+    }
+
+    fn sid_of(conn: &mut crate::db::DbConnection, id: i64) -> Option<String> {
+        Message::reload(conn, id).unwrap().twilio_sid
+    }
+
+    #[test]
+    fn an_adopted_sid_is_checked_in_the_transaction_that_records_it() {
+        let (mut db, contact, first, second) = twins();
+        let conn = &mut db.conn;
+        let found = vec![
+            ("SM1".to_owned(), "sent".to_owned()),
+            ("SM2".to_owned(), "sent".to_owned()),
+        ];
+        // The twin adopted SM1 after our lookup read the SIDs held: ours
+        // passes to SM2 instead of failing on the UNIQUE SID.
+        assert_eq!(
+            record_in(conn, &contact, first, &found[..1], Adopt::FreeOnly).unwrap(),
+            Recorded::Now
+        );
+        assert_eq!(
+            record_in(conn, &contact, second, &found, Adopt::FreeOnly).unwrap(),
+            Recorded::Now
+        );
+        assert_eq!(sid_of(conn, first).as_deref(), Some("SM1"));
+        assert_eq!(sid_of(conn, second).as_deref(), Some("SM2"));
+        assert!(SmsJob::find(conn, second).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lookup_whose_matches_are_all_held_records_nothing_and_a_send_still_ends() {
+        let (mut db, contact, first, second) = twins();
+        let conn = &mut db.conn;
+        let held = vec![("SM1".to_owned(), "sent".to_owned())];
+        record_in(conn, &contact, first, &held, Adopt::FreeOnly).unwrap();
+        // Nothing of ours: the job stays, to be sent.
+        assert_eq!(
+            record_in(conn, &contact, second, &held, Adopt::FreeOnly).unwrap(),
+            Recorded::NoneFree
+        );
+        assert_eq!(sid_of(conn, second), None);
+        assert!(SmsJob::find(conn, second).unwrap().is_some());
+        // Our own send's SID, already adopted by the twin: sent all the same.
+        assert_eq!(
+            record_in(conn, &contact, second, &held, Adopt::Sent).unwrap(),
+            Recorded::Now
+        );
+        let message = Message::reload(conn, second).unwrap();
+        assert_eq!(
+            (message.twilio_sid, message.status.as_str()),
+            (None, "sent")
+        );
+        assert!(SmsJob::find(conn, second).unwrap().is_none());
+        // Recorded once: a later claimer finds it done.
+        assert_eq!(
+            record_in(conn, &contact, first, &held, Adopt::FreeOnly).unwrap(),
+            Recorded::Already
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {

@@ -639,6 +639,10 @@ struct FakeState {
     events: Mutex<Vec<Recorded>>,
     refused: AtomicUsize,
     bad_signatures: Mutex<Vec<String>>,
+    /// Presence members per channel, as Pusher's users query answers them.
+    presence: Mutex<HashMap<String, Vec<String>>>,
+    /// Presence users queries answered.
+    presence_queries: AtomicUsize,
 }
 
 /// A Pusher-compatible HTTP API that checks signatures and records events.
@@ -766,7 +770,29 @@ impl Respond for Responder {
                     .set_delay(delay)
             }
             ("GET", "channels") => ResponseTemplate::new(200).set_body_string(r#"{"channels":{}}"#),
-            // Presence users and the rest: not known here.
+            // `GET /apps/{id}/channels/{channel}/users`, as Pusher answers it
+            // for a presence channel (no members: an empty list).
+            ("GET", path) if path.starts_with("channels/") && path.ends_with("/users") => {
+                let channel = &path["channels/".len()..path.len() - "/users".len()];
+                if !channel.starts_with("presence-") {
+                    return ResponseTemplate::new(400)
+                        .set_body_string("users query only for presence channels");
+                }
+                self.state.presence_queries.fetch_add(1, Ordering::SeqCst);
+                let members = self
+                    .state
+                    .presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(channel)
+                    .cloned()
+                    .unwrap_or_default();
+                let users: Vec<Value> = members.iter().map(|id| json!({ "id": id })).collect();
+                ResponseTemplate::new(200)
+                    .set_body_string(json!({ "users": users }).to_string())
+                    .set_delay(delay)
+            }
+            // The rest: not known here.
             _ => ResponseTemplate::new(404).set_body_string("not found"),
         }
     }
@@ -830,6 +856,20 @@ impl FakePusher {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Sets the members Pusher reports on a presence channel.
+    pub fn set_presence(&self, channel: &str, user_ids: &[String]) {
+        self.state
+            .presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.to_owned(), user_ids.to_vec());
+    }
+
+    /// Presence users queries answered (correctly signed).
+    pub fn presence_queries(&self) -> usize {
+        self.state.presence_queries.load(Ordering::SeqCst)
     }
 
     /// Requests answered 503.

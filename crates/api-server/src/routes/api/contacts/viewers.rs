@@ -1,6 +1,8 @@
 //! `GET /api/contacts/{id}/viewers` → `{users:[{id,name}]}` on
-//! `presence-contact-{id}`: from the embedded server's state, from Pusher's
-//! webhooks, or from Pusher's presence users query.
+//! `presence-contact-{id}`, from the realtime service's presence state: the
+//! embedded server's members, or hosted (or self-hosted) Pusher's answer to
+//! its presence users query, which is the authority there. Either way every
+//! api-server instance answers the same.
 
 use std::collections::BTreeSet;
 
@@ -38,20 +40,12 @@ pub async fn handler(
     let channel = viewers_channel(id);
     let ids: Vec<String> = match &state.realtime.backend {
         Backend::Embedded { app, .. } => app.presence_users(&channel),
-        Backend::Pusher(pusher) => {
-            let from_webhooks = state.realtime.viewers.of(id);
-            if !from_webhooks.is_empty() {
-                from_webhooks
-            } else {
-                match pusher.presence_users(&channel).await {
-                    Ok(users) => users.into_iter().map(|u| u.id).collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "presence users query failed; answering from webhooks");
-                        from_webhooks
-                    }
-                }
-            }
-        }
+        Backend::Pusher(pusher) => match pusher.presence_users(&channel).await {
+            Ok(users) => users.into_iter().map(|u| u.id).collect(),
+            // No list is better than a made-up one: the page shows viewers
+            // again at its next look.
+            Err(e) => return Err(AppError::RealtimeUnavailable(e.to_string())),
+        },
     };
     // Each id once, whatever the source repeated.
     let numeric: Vec<i64> = ids
@@ -64,9 +58,10 @@ pub async fn handler(
     // presence member cannot show up as someone else.
     let mut viewers: Vec<(i64, String)> = state
         .db(move |conn| {
-            // The embedded server caps a presence channel at 100 members,
-            // but the list kept from Pusher's webhooks has no such bound: the
-            // ids go in slices, each far below SQLite's 32,766 parameters.
+            // Both the embedded server and hosted Pusher cap a presence
+            // channel at 100 members, but a self-hosted server's answer may
+            // hold any number: the ids go in slices, each far below
+            // SQLite's 32,766 parameters.
             let mut found = Vec::new();
             for slice in numeric.chunks(MAX_IDS_PER_QUERY) {
                 found.extend(

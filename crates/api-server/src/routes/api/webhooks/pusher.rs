@@ -1,5 +1,8 @@
-//! `POST /api/webhooks/pusher`: Pusher's webhooks, signature checked; the
-//! presence events keep who is viewing which contact.
+//! `POST /api/webhooks/pusher`: Pusher's webhooks, signature checked and
+//! acknowledged. Nothing is kept from them: who is viewing a contact is read
+//! from the realtime service's presence state when asked, the same for
+//! every api-server instance (a list kept from webhooks lived in the one
+//! process that received them).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -25,8 +28,5 @@ pub async fn handler(
             }
             _ => AppError::Unauthorized,
         })?;
-    for event in &webhook.events {
-        state.realtime.viewers.apply(event);
-    }
     Ok(HttpResponse::Ok().json(json!({ "received": webhook.events.len() })))
 }
