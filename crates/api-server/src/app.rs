@@ -101,6 +101,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .service(resource("/auth/login").post(api::auth::login::handler))
             .service(resource("/auth/logout").post(api::auth::logout::handler))
+            .service(resource("/auth/session").get(api::auth::session::handler))
             .service(resource("/me").get(api::me::handler))
             .service(
                 resource("/contacts")
@@ -113,6 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/contacts/{id}/viewers").get(api::contacts::viewers::handler))
             .service(resource("/messages/send").post(api::messages::send::handler))
             .service(resource("/messages/{id}/read").post(api::messages::read::handler))
+            .service(resource("/team/members").get(api::team::members::handler))
             .service(resource("/pusher/auth").post(api::pusher::auth::handler))
             .service(resource("/pusher/user-auth").post(api::pusher::user_auth::handler))
             .service(resource("/webhooks/pusher").post(api::webhooks::pusher::handler))

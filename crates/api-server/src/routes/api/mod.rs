@@ -7,6 +7,7 @@ pub mod me;
 pub mod messages;
 pub mod pusher;
 pub mod realtime;
+pub mod team;
 pub mod webhooks;
 
 use actix_web::HttpRequest;

@@ -1,3 +1,4 @@
 //! `/api/auth/…`
 pub mod login;
 pub mod logout;
+pub mod session;

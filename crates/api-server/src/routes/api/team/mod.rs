@@ -1,0 +1,2 @@
+//! `/api/team/…`
+pub mod members;
