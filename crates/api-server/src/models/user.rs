@@ -241,12 +241,12 @@ mod tests {
         let me = user(conn, ours, 0);
         let mates: Vec<User> = (1..=120).map(|n| user(conn, ours, n)).collect();
         let now = crate::models::now();
-        // The last by id logged in most recently, two sessions for one of
-        // them (counted once, by the newest); an expired session counts for
+        // Two of the last by id logged in lately, one of them twice (counted
+        // once, by the newest session); an expired session counts for
         // nothing; my own session does not put me on my list.
         session(conn, &mates[119], now - Duration::hours(1), 30);
         session(conn, &mates[110], now - Duration::hours(5), 30);
-        session(conn, &mates[110], now - Duration::hours(2), 30);
+        session(conn, &mates[110], now - Duration::minutes(30), 30);
         session(conn, &mates[115], now - Duration::days(40), 30);
         session(conn, &me, now, 30);
         let watched: Vec<i64> = User::watched_teammates(conn, &me, now)
@@ -255,7 +255,7 @@ mod tests {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(watched.len(), MAX_WATCHED_TEAMMATES);
-        assert_eq!(&watched[..2], &[mates[119].id, mates[110].id]);
+        assert_eq!(&watched[..2], &[mates[110].id, mates[119].id]);
         let by_id: Vec<i64> = mates
             .iter()
             .map(|u| u.id)
