@@ -14,7 +14,12 @@
 //      events are not replayed;
 //   5. the contact list comes a page at a time (GET /api/contacts, then
 //      `before` = the last answer's `nextBefore` for the next page), most
-//      recently active first: a team may have hundreds of thousands.
+//      recently active first: a team may have hundreds of thousands;
+//   6. which teammates are online: pusher.signin() gets a `watchlist` of
+//      teammates from /api/pusher/user-auth, and `pusher.user.watchlist`
+//      reports them `online` / `offline` (GET /api/team/members names them);
+//   7. on load, GET /api/auth/session says whether a session is still valid
+//      (`{user}` or `{user:null}`), so a logged-out page logs no 401.
 'use strict';
 
 (function () {
@@ -36,6 +41,7 @@
     threadName: $('#thread-name'),
     threadPhone: $('#thread-phone'),
     viewers: $('[data-testid=viewers]'),
+    teammatesOnline: $('[data-testid=teammates-online]'),
     loadEarlier: $('#load-earlier'),
     thread: $('[data-testid=thread]'),
     typing: $('[data-testid=typing]'),
@@ -72,6 +78,9 @@
     contactChannel: null,
     presenceChannel: null,
     typers: new Map(), // user id → { name, timer }
+    teammates: new Map(), // user id → name, from GET /api/team/members
+    teammatesLoading: null, // that request, while under way
+    online: new Set(), // watched teammates' ids online now (pusher.user.watchlist)
     lastTypingSent: 0,
     everConnected: false,
     pollTimer: null,
@@ -128,6 +137,9 @@
     state.contactOrder = [];
     state.contactsBefore = null;
     state.contactPages = 0;
+    state.teammates.clear();
+    state.online.clear();
+    renderTeammatesOnline();
     closeThread();
     show(el.inboxView, false);
     show(el.me, false);
@@ -267,6 +279,23 @@
     el.viewers.replaceChildren(...items);
   }
 
+  /** The watched teammates online now, by name (an id until its name is known). */
+  function renderTeammatesOnline() {
+    const online = [...state.online]
+      .filter((id) => !state.me || id !== state.me.id)
+      .map((id) => ({ id, name: state.teammates.get(id) || `User ${id}` }))
+      .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    el.teammatesOnline.replaceChildren(
+      ...online.map(({ id, name }) => {
+        const li = document.createElement('li');
+        li.dataset.testid = 'teammate-online';
+        li.dataset.userId = id;
+        li.textContent = name;
+        return li;
+      })
+    );
+  }
+
   function renderTyping() {
     const names = [...state.typers.values()].map((t) => t.name);
     show(el.typing, names.length > 0);
@@ -380,6 +409,37 @@
       }
     })();
     return state.contactsLoading;
+  }
+
+  /**
+   * The names of the teammates the watchlist follows. Asked again when
+   * someone unknown comes online (a teammate added since), at most one
+   * request at a time.
+   */
+  function loadTeammates() {
+    if (state.teammatesLoading) return state.teammatesLoading;
+    state.teammatesLoading = (async () => {
+      try {
+        const { users } = await api('GET', '/api/team/members');
+        for (const user of users) state.teammates.set(user.id, user.name);
+        renderTeammatesOnline();
+      } catch (e) {
+        if (e.status !== 401) console.warn('loading the teammates failed', e);
+      } finally {
+        state.teammatesLoading = null;
+      }
+    })();
+    return state.teammatesLoading;
+  }
+
+  /** The watchlist's `online` / `offline` events: `{ name, user_ids }`. */
+  function watchlistEvent(online, { user_ids: ids = [] } = {}) {
+    for (const id of ids.map(String)) {
+      if (online) state.online.add(id);
+      else state.online.delete(id);
+    }
+    renderTeammatesOnline();
+    if (online && ids.some((id) => !state.teammates.has(String(id)))) loadTeammates();
   }
 
   /** One contact again (a contact:updated too large to carry it). */
@@ -563,7 +623,11 @@
     pusher.connection.bind('state_change', ({ current }) => connectionChanged(current));
     connectionChanged(pusher.connection.state);
     // Signing in ties this connection to the user (server-side "terminate
-    // this user's connections" and messages to one user reach it).
+    // this user's connections" and messages to one user reach it) and starts
+    // the watchlist: on each sign-in the server says which watched
+    // teammates are online, then who comes online and who goes offline.
+    pusher.user.watchlist.bind('online', (event) => watchlistEvent(true, event));
+    pusher.user.watchlist.bind('offline', (event) => watchlistEvent(false, event));
     pusher.signin();
 
     const userChannel = pusher.subscribe(`private-user-${state.me.id}`);
@@ -576,6 +640,12 @@
   }
 
   function connectionChanged(current) {
+    if (current !== 'connected' && state.online.size > 0) {
+      // No offline event reaches a connection that is gone; the next
+      // sign-in reports who is online then.
+      state.online.clear();
+      renderTeammatesOnline();
+    }
     switch (current) {
       case 'connected':
         setConnection('connected', 'Live');
@@ -686,6 +756,7 @@
     show(el.loginView, false);
     show(el.inboxView, true);
     setConnection('connecting', 'Connecting…');
+    loadTeammates();
     await loadContacts();
     await connectRealtime();
   }
@@ -702,11 +773,23 @@
     el.moreContacts.addEventListener('click', () => loadMoreContacts().catch((e) => console.warn(e)));
     window.addEventListener('offline', () => setConnection('offline', 'Offline: no network'));
 
+    let user;
     try {
-      const { user } = await api('GET', '/api/me');
+      // Not GET /api/me: logged out, that answers 401, which the browser
+      // logs as an error. This answers 200 with `user: null` instead.
+      ({ user } = await api('GET', '/api/auth/session'));
+    } catch (e) {
+      setConnection('unavailable', `The server cannot be reached: ${e.message}`);
+      return;
+    }
+    if (!user) {
+      showLogin();
+      return;
+    }
+    try {
       await start(user);
     } catch (e) {
-      if (e.status === 401) return; // showLogin() already ran
+      if (e.status === 401) return; // the session ended meanwhile: showLogin() already ran
       setConnection('unavailable', `The server cannot be reached: ${e.message}`);
     }
   }
