@@ -57,6 +57,7 @@ const sel = {
   typing: '[data-testid=typing]',
   contacts: '[data-testid=contact]',
   moreContacts: '[data-testid=more-contacts]',
+  teammateOnline: '[data-testid=teammates-online] [data-testid=teammate-online]',
 };
 
 let fake;
@@ -298,6 +299,20 @@ function waitViewers(who, names) {
   });
 }
 
+async function teammatesOnlineOf(who) {
+  return (await who.page.locator(sel.teammateOnline).allTextContents()).map((s) => s.trim()).sort();
+}
+
+/** Waits until `who`'s "Teammates online" shows exactly `names` (never themselves). */
+function waitTeammatesOnline(who, names) {
+  const expected = [...names].sort();
+  return until(async () => JSON.stringify(await teammatesOnlineOf(who)) === JSON.stringify(expected), {
+    timeout: WAIT,
+    what: `${who.label}: [data-testid=teammate-online] to be exactly ${JSON.stringify(expected)}`,
+    seen: async () => `the teammates shown online are ${JSON.stringify(await teammatesOnlineOf(who))}`,
+  });
+}
+
 async function submitLogin(who, password) {
   const form = who.page.locator(sel.loginForm);
   await form.locator('input[name=email]').fill(who.email, { timeout: WAIT });
@@ -326,6 +341,42 @@ async function openContact(who, contactId) {
 }
 
 // ------------------------------------------------------------------------------ steps
+
+step('0. a logged-out first load shows the login form with no console error, failed request or 4xx/5xx answer', async (t) => {
+  // A window of its own, watched from before it loads anything: no cookie, nobody logged in.
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  try {
+    const page = await context.newPage();
+    const problems = [];
+    const api = [];
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') problems.push(`console.error: ${msg.text()}`);
+    });
+    page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
+    page.on('requestfailed', (req) =>
+      problems.push(`request failed: ${req.method()} ${req.url()} (${req.failure() && req.failure().errorText})`)
+    );
+    page.on('response', (res) => {
+      const { pathname } = new URL(res.url());
+      if (pathname.startsWith('/api/')) api.push(`${res.request().method()} ${pathname} ${res.status()}`);
+      if (res.status() >= 400) problems.push(`HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
+    });
+    await page.goto(server.base + '/', { waitUntil: 'networkidle' });
+    // The page shows the form once it has learnt that nobody is logged in.
+    await page.locator(sel.loginForm).waitFor({ state: 'visible', timeout: WAIT });
+    await until(async () => (await page.locator(sel.connection).getAttribute('data-state')) === 'offline', {
+      timeout: WAIT,
+      what: '[data-testid=connection] to read logged out (data-state=offline)',
+    });
+    await page.waitForLoadState('networkidle', { timeout: WAIT });
+    t.diagnostic(`API calls of the first load: ${JSON.stringify(api)}`);
+    assert.deepEqual(problems, [], `the logged-out first load reported:\n${problems.join('\n')}`);
+    assert.ok(api.includes('GET /api/auth/session 200'), `the page never asked whether it is logged in: ${JSON.stringify(api)}`);
+    assert.equal(await page.locator(sel.me).isVisible(), false, 'a logged-out page shows a user');
+  } finally {
+    await context.close();
+  }
+});
 
 // Shared between steps: what step 5 delivered, and the unread counts after it.
 const inbound = {};
@@ -553,4 +604,39 @@ step('9. paging: with 60 contacts a fresh window lists 50, "more" lists all 60; 
   for (const id of [...created.slice(0, 7), '1', '3']) assert.ok(rest.includes(id), `contact ${id} is not on the second page`);
   await bob.page.locator(sel.moreContacts).waitFor({ state: 'hidden', timeout: WAIT });
   await shootBoth(t, '09-all-contacts');
+});
+
+step('10. teammates online: Alice and Bob each show the other by name; a dropped connection empties the list until it is back', async (t) => {
+  await Promise.all([waitTeammatesOnline(alice, [bob.name]), waitTeammatesOnline(bob, [alice.name])]);
+  // The entry names the user by id too, as the viewer list does.
+  assert.equal(await alice.page.locator(sel.teammateOnline).getAttribute('data-user-id', { timeout: 1000 }), String(bob.id));
+  assert.equal(await bob.page.locator(sel.teammateOnline).getAttribute('data-user-id', { timeout: 1000 }), String(alice.id));
+  await shootBoth(t, '10-teammates-online');
+
+  // Alice's connection drops: she cannot know who is online meanwhile, and Bob sees her go.
+  await alice.page.evaluate(() => window.inbox.pusher.disconnect());
+  await waitConnection(alice, 'offline');
+  await Promise.all([waitTeammatesOnline(alice, []), waitTeammatesOnline(bob, [])]);
+  // Back: the new sign-in tells her who is online, and Bob sees her again.
+  await alice.page.evaluate(() => window.inbox.pusher.connect());
+  await waitConnection(alice, 'connected');
+  await Promise.all([waitTeammatesOnline(alice, [bob.name]), waitTeammatesOnline(bob, [alice.name])]);
+});
+
+step("11. teammates offline: Bob's window closes and Alice shows him gone; Bob comes back, Alice's window closes and Bob shows her gone", async (t) => {
+  await waitTeammatesOnline(alice, [bob.name]);
+  bob.open = false;
+  await bob.context.close();
+  await waitTeammatesOnline(alice, []);
+  await shootBoth(t, '11-bob-closed');
+
+  bob = await person('bob', 'bob@example.com');
+  await bob.page.goto(server.base + '/', { waitUntil: 'domcontentloaded' });
+  await logIn(bob);
+  await Promise.all([waitTeammatesOnline(alice, [bob.name]), waitTeammatesOnline(bob, [alice.name])]);
+
+  alice.open = false;
+  await alice.context.close();
+  await waitTeammatesOnline(bob, []);
+  await shootBoth(t, '11-alice-closed');
 });
