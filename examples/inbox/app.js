@@ -418,9 +418,11 @@
    */
   function loadTeammates() {
     if (state.teammatesLoading) return state.teammatesLoading;
+    const me = state.me;
     state.teammatesLoading = (async () => {
       try {
         const { users } = await api('GET', '/api/team/members');
+        if (state.me !== me) return; // logged out (or in as someone else) meanwhile
         for (const user of users) state.teammates.set(user.id, user.name);
         renderTeammatesOnline();
       } catch (e) {
