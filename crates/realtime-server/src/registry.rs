@@ -275,7 +275,8 @@ impl App {
             a,
             c: channel.to_owned(),
             u: user_id.to_owned(),
-            i: present,
+            on: present.is_some(),
+            i: present.flatten(),
         });
     }
 

@@ -110,9 +110,13 @@ pub enum Report {
         c: String,
         /// The user id.
         u: String,
-        /// Present (with its `user_info`), or gone.
+        /// Whether the member has a connection on the sender.
+        on: bool,
+        /// Its `user_info`, when present with one. (Kept apart from `on`: a
+        /// member may be present with no `user_info`, and `null` cannot say
+        /// both "no info" and "gone".)
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        i: Option<Option<Value>>,
+        i: Option<Value>,
     },
     /// Close every connection of a user.
     #[serde(rename = "terminate")]
@@ -394,10 +398,14 @@ impl Node {
                     }
                     let leaving = batch.contains(&Report::Leaving);
                     self.send(batch).await;
-                    if leaving {
+                    if leaving && !self.connected {
+                        // Nobody to tell: done.
                         self.link.left.notify_one();
-                        break;
                     }
+                    // Otherwise the goodbye has left when it comes back
+                    // from the bus (see `on_payload`); the node runs on
+                    // until the process ends, so the bus task is not told
+                    // to stop with the goodbye still in its hands.
                 }
                 event = incoming.recv() => {
                     let Some(event) = event else { break };
@@ -489,10 +497,15 @@ impl Node {
         };
         if envelope.n == self.link.node {
             for report in &envelope.r {
-                if let Report::Heartbeat { at } = report {
-                    let now = self.started.elapsed().as_micros() as u64;
-                    let round_trip = now.saturating_sub(*at) as f64 / 1e6;
-                    self.metrics.cluster.round_trip.observe(round_trip);
+                match report {
+                    Report::Heartbeat { at } => {
+                        let now = self.started.elapsed().as_micros() as u64;
+                        let round_trip = now.saturating_sub(*at) as f64 / 1e6;
+                        self.metrics.cluster.round_trip.observe(round_trip);
+                    }
+                    // Back from the bus: every node subscribed has it.
+                    Report::Leaving => self.link.left.notify_one(),
+                    _ => {}
                 }
             }
             return;
@@ -655,10 +668,12 @@ impl Node {
     fn forget(&mut self, node: NodeId) {
         self.peers.remove(&node);
         self.parts.retain(|(from, _), _| *from != node);
+        // Leadership first: if the node that is gone led, its successor
+        // sends the webhooks of what the gone node held.
+        self.peers_changed();
         for app in self.apps.values() {
             app.apply_peer_snapshot(node, &[], &[], true);
         }
-        self.peers_changed();
     }
 
     /// Who leads each app (the live node with the smallest id among those
@@ -696,7 +711,9 @@ pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report, announce: bo
         }
         Report::Cached { c, f, ms, .. } => app.fill_cache(&c, &f, Duration::from_millis(ms)),
         Report::Subscribers { c, n, .. } => app.apply_peer_subscribers(from, &c, n, announce),
-        Report::Member { c, u, i, .. } => app.apply_peer_member(from, &c, &u, i, announce),
+        Report::Member { c, u, on, i, .. } => {
+            app.apply_peer_member(from, &c, &u, on.then_some(i), announce)
+        }
         Report::Terminate { u, .. } => {
             app.terminate_local(&u);
         }
@@ -722,9 +739,7 @@ fn estimated_size(report: &Report) -> usize {
             64 + channels.iter().map(channel_size).sum::<usize>()
                 + users.iter().map(|u| u.len() + 4).sum::<usize>()
         }
-        Report::Member { c, u, i, .. } => {
-            64 + c.len() + u.len() + info_size(i.as_ref().and_then(Option::as_ref))
-        }
+        Report::Member { c, u, i, .. } => 64 + c.len() + u.len() + info_size(i.as_ref()),
         _ => 64,
     }
 }
@@ -785,4 +800,72 @@ pub fn snapshot_reports(
             users,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(report: Report) -> Report {
+        let text = serde_json::to_string(&report).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Report::Hello)
+    }
+
+    #[test]
+    fn a_member_present_with_or_without_user_info_or_gone_survives_the_wire() {
+        for (on, i) in [
+            (true, None),
+            (true, Some(json!({ "name": "ann" }))),
+            (false, None),
+        ] {
+            let report = Report::Member {
+                a: "1".into(),
+                c: "presence-x".into(),
+                u: "ann".into(),
+                on,
+                i,
+            };
+            assert_eq!(round_trip(report.clone()), report);
+        }
+    }
+
+    #[test]
+    fn a_large_snapshot_is_split_into_parts_that_fit_a_payload() {
+        let channels: Vec<ChannelReport> = (0..5_000)
+            .map(|n| ChannelReport {
+                channel: format!("presence-room-{n}"),
+                subscribers: 3,
+                members: vec![(
+                    format!("user-{n}"),
+                    Some(json!({ "name": "x".repeat(100) })),
+                )],
+            })
+            .collect();
+        let users: Vec<String> = (0..20_000).map(|n| format!("user-{n}")).collect();
+        let parts = snapshot_reports("1".into(), channels, users);
+        assert!(parts.len() > 1);
+        let mut seen_channels = 0;
+        let mut seen_users = 0;
+        for (n, part) in parts.iter().enumerate() {
+            let size = serde_json::to_vec(part)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            assert!(size < bus::MAX_PAYLOAD, "part {n}: {size} bytes");
+            if let Report::Snapshot {
+                part,
+                last,
+                channels,
+                users,
+                ..
+            } = part
+            {
+                assert_eq!(*part as usize, n);
+                assert_eq!(*last, n + 1 == parts.len());
+                seen_channels += channels.len();
+                seen_users += users.len();
+            }
+        }
+        assert_eq!((seen_channels, seen_users), (5_000, 20_000));
+    }
 }
