@@ -73,7 +73,8 @@ for (const kind of ['redis', 'nats']) {
     // ---------------------------------------------------------------------
     // Tests 1-5 and the foreign app: one cluster of three nodes on the shared bus.
     // ---------------------------------------------------------------------
-    describe('three nodes on the shared bus', () => {
+    // One test at a time within (the groups run at once: concurrency is inherited).
+    describe('three nodes on the shared bus', { concurrency: false }, () => {
       let c;
       let receiver;
       let sdk;
@@ -374,10 +375,14 @@ for (const kind of ['redis', 'nats']) {
 
       test("another app's cluster on the same bus: no crosstalk, and each app's webhooks still arrive once", async (t) => {
         const otherReceiver = await startReceiver();
-        t.after(() => otherReceiver.close());
-        const other = await Cluster.start({ bus: c.options.bus, webhookUrl: otherReceiver.url, webhookLeaveDelay: 0 });
-        // SIGTERM: its nodes leave the bus at once instead of after their lease.
-        t.after(() => other.close('SIGTERM'));
+        let other;
+        t.after(async () => {
+          // SIGTERM: its nodes leave the bus at once instead of after their lease
+          // (and flush their webhooks to a receiver still listening).
+          if (other) await other.close('SIGTERM');
+          await otherReceiver.close();
+        });
+        other = await Cluster.start({ bus: c.options.bus, webhookUrl: otherReceiver.url, webhookLeaveDelay: 0 });
         const name = channelName('presence-');
         const mine = collect((await subscribe(c.nodes[1].client({ presence: presence('mine') }), name)).channel, 'e');
         const { channel: theirs } = await subscribe(other.nodes[2].client({ presence: presence('theirs') }), name);
@@ -412,7 +417,7 @@ for (const kind of ['redis', 'nats']) {
     // ---------------------------------------------------------------------
     // 6. A node killed with SIGKILL, then restarted on its port.
     // ---------------------------------------------------------------------
-    describe('a node killed with SIGKILL', () => {
+    describe('a node killed with SIGKILL', { concurrency: false }, () => {
       let bus;
       let c;
       let receiver;
@@ -450,7 +455,7 @@ for (const kind of ['redis', 'nats']) {
         if (receiver) await receiver.close();
       });
 
-      test('the killed node\'s users get member_removed within 10 s, queries stop counting it and never wait for it', async () => {
+      test('the killed node\'s users get member_removed within 10 s, queries stop counting it and never wait for it', async (t) => {
         name = channelName('presence-');
         only = channelName();
         const [s0, s1] = survivors.map((i) => c.nodes[i]);
@@ -505,6 +510,9 @@ for (const kind of ['redis', 'nats']) {
         assert.ok(removedAt - killedAt <= 10000, `member_removed came ${removedAt - killedAt} ms after the kill`);
         const slow = latencies.filter((l) => l.ms >= 100);
         const max = Math.max(...latencies.map((l) => l.ms));
+        t.diagnostic(
+          `member_removed ${removedAt - killedAt} ms after the kill; ${latencies.length} queries to the survivors, slowest ${max.toFixed(1)} ms`
+        );
         assert.deepEqual(slow, [], `queries answered in at most ${max.toFixed(1)} ms (${latencies.length} queries)`);
         // Only carol left the cluster; dave is still on a survivor.
         removed.forEach((r, k) => assert.deepEqual(ids(r), ['carol'], `member_removed seen on survivor ${k + 1}`));
@@ -530,12 +538,12 @@ for (const kind of ['redis', 'nats']) {
         await sleep(500);
         const list = hooks();
         const about = (channel) => list.filter((e) => e.channel === channel && e.at >= killedAt).map(hookName);
+        // dave is still on a survivor: nothing for him; `only` had its one subscriber on the dead node.
         assert.deepEqual(
-          about(name),
-          ['member_removed:carol'],
-          `webhooks for ${name} after the leader was killed (dave is still on a survivor: nothing for him)`
+          { presence: about(name), only: about(only) },
+          { presence: ['member_removed:carol'], only: ['channel_vacated'] },
+          'webhooks sent after the leader was killed'
         );
-        assert.deepEqual(about(only), ['channel_vacated'], `webhooks for ${only} after the leader was killed`);
       });
 
       test('restarted on the same port, the node rejoins with a clean slate and sees the others\' members', async () => {
@@ -560,7 +568,7 @@ for (const kind of ['redis', 'nats']) {
     // ---------------------------------------------------------------------
     // 7. The bus killed and restarted.
     // ---------------------------------------------------------------------
-    describe('the bus killed and restarted', () => {
+    describe('the bus killed and restarted', { concurrency: false }, () => {
       let bus;
       let c;
       let name; // presence: a@1, b@2, c@3, e@2 (leaves during the outage), d@3 (joins during it)
@@ -613,7 +621,7 @@ for (const kind of ['redis', 'nats']) {
         for (const node of c.nodes) assert.equal(await metricOf(node, 'realtime_cluster_bus_connected'), 0, 'still disconnected');
       });
 
-      test('after the restart, cross-node events flow within 10 s, presence lists are whole, metrics show it', async () => {
+      test('after the restart, cross-node events flow within 10 s, presence lists are whole, metrics show it', async (t) => {
         await bus.restart();
         restartedAt = Date.now();
         // Cross-node events: triggered on node 1 until nodes 2 and 3 get one.
@@ -627,6 +635,7 @@ for (const kind of ['redis', 'nats']) {
           'an event from node 1 on nodes 2 and 3 after the bus came back'
         );
         const flowing = Date.now() - restartedAt;
+        t.diagnostic(`events flowed again ${flowing} ms after the bus restarted`);
         // The presence lists: what changed during the outage is known everywhere.
         await c.usersConverge(name, ['a', 'b', 'c', 'd'], { ms: Math.max(1000, 10000 - (Date.now() - restartedAt)) });
         await waitUntil(
