@@ -416,6 +416,25 @@ class Cluster {
     node.closeClients();
   }
 
+  /**
+   * Waits for node i to exit (after a signal sent with nodes[i].server.signal),
+   * SIGKILL after 10 s; disconnects its pusher-js clients. Answers { code, signal }.
+   */
+  async stop(i) {
+    const node = this.nodes[i];
+    this.dead.add(i);
+    let timer;
+    const info = await Promise.race([
+      node.server.exited,
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve(node.server.stop('SIGKILL')), 10000);
+      }),
+    ]);
+    clearTimeout(timer);
+    node.closeClients();
+    return info;
+  }
+
   /** Starts node i again on the port it had (a new process: a new node of the cluster). */
   async restart(i) {
     const old = this.nodes[i];

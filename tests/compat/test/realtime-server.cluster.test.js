@@ -15,6 +15,7 @@
 const { describe, test, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const http = require('node:http');
 const {
   subscribe,
   nextEvent,
@@ -428,26 +429,33 @@ for (const kind of ['redis', 'nats']) {
       let alice;
       let bob;
       let killedAt;
+      let restartedAt;
       let removedAt = null;
       let latencies = [];
       const hooks = () => receiver.events(c.sdk(survivors[0]));
+
+      /**
+       * The node that sends the cluster's webhooks (the leader): the one whose
+       * webhook counter grows when a probe channel becomes occupied.
+       */
+      async function findLeader() {
+        const probe = channelName('leader-probe-');
+        const nodes = c.alive;
+        const before = await Promise.all(nodes.map((i) => metricOf(c.nodes[i], 'realtime_webhook_requests_total')));
+        const client = c.nodes[nodes[0]].client();
+        await subscribe(client, probe);
+        await waitUntil(() => receiver.events(c.sdk(nodes[0])).some((e) => e.channel === probe), 10000, 'a webhook from the leader');
+        const afterHook = await Promise.all(nodes.map((i) => metricOf(c.nodes[i], 'realtime_webhook_requests_total')));
+        client.disconnect();
+        const senders = nodes.filter((_, k) => afterHook[k] > before[k]);
+        assert.equal(senders.length, 1, `exactly one node sends the webhooks (counters of nodes ${nodes.map((i) => i + 1)}: ${before} -> ${afterHook})`);
+        return senders[0];
+      }
 
       before(async () => {
         bus = await OwnBus.start(kind);
         receiver = await startReceiver();
         c = await Cluster.start({ bus: bus.url, webhookUrl: receiver.url, webhookLeaveDelay: 0 });
-        // The leader sends the cluster's webhooks: find it by its webhook counter.
-        const probe = channelName();
-        const before = await Promise.all(c.nodes.map((n) => metricOf(n, 'realtime_webhook_requests_total')));
-        const client = c.nodes[0].client();
-        await subscribe(client, probe);
-        await waitUntil(() => receiver.events(c.sdk(0)).some((e) => e.channel === probe), 10000, 'a webhook from the leader');
-        const afterHook = await Promise.all(c.nodes.map((n) => metricOf(n, 'realtime_webhook_requests_total')));
-        const senders = c.nodes.map((_, i) => i).filter((i) => afterHook[i] > before[i]);
-        assert.equal(senders.length, 1, `exactly one node sends the webhooks (counters ${before} -> ${afterHook})`);
-        victim = senders[0];
-        survivors = c.alive.filter((i) => i !== victim);
-        client.disconnect();
       });
       after(async () => {
         if (c) await c.close();
@@ -455,7 +463,52 @@ for (const kind of ['redis', 'nats']) {
         if (receiver) await receiver.close();
       });
 
+      test('nodes joining a running cluster send no webhooks for what it already had', async (t) => {
+        const existing = channelName('presence-');
+        const occupied = channelName();
+        for (const [k, node] of c.nodes.entries()) {
+          await subscribe(node.client({ presence: presence(`x${k + 1}`) }), existing);
+        }
+        await subscribe(c.nodes[1].client(), occupied);
+        await c.usersConverge(existing, ['x1', 'x2', 'x3']);
+        const about = () =>
+          receiver.events(c.sdk(0)).filter((e) => e.channel === existing || e.channel === occupied);
+        await waitUntil(() => about().length >= 5, 10000, 'the webhooks of the channels as they filled');
+        await sleep(300);
+        const before = about().map(hookName).sort();
+        assert.deepEqual(before, ['channel_occupied', 'channel_occupied', 'member_added:x1', 'member_added:x2', 'member_added:x3']);
+        // Five more nodes of the app join (each a new random node id: whichever
+        // becomes the leader must not announce what was there before it).
+        const joinedAt = Date.now();
+        let extra;
+        t.after(() => extra && extra.close('SIGTERM'));
+        extra = await Cluster.start({ bus: c.options.bus, appId: c.appId, key: c.options.key, secret: c.options.secret, webhookUrl: receiver.url, webhookLeaveDelay: 0, size: 5, ready: false });
+        for (const node of [...c.nodes, ...extra.nodes]) {
+          await waitUntil(
+            async () => {
+              const body = await (await node.sdkClient.get({ path: `/channels/${existing}/users` })).json();
+              const info = await (await node.sdkClient.get({ path: `/channels/${occupied}`, params: { info: 'subscription_count' } })).json();
+              return body.users.length === 3 && info.subscription_count === 1;
+            },
+            10000,
+            `node on port ${node.port} to know the cluster's channels`
+          );
+        }
+        // Late duplicates would come within a moment of the snapshots.
+        await sleep(1000);
+        await extra.close('SIGTERM');
+        extra = null;
+        // Back to three nodes (the next tests need to know who leads) before judging.
+        await c.metricConverge('realtime_cluster_nodes', (n) => n === 3, { ms: 10000 });
+        await c.usersConverge(existing, ['x1', 'x2', 'x3']);
+        const since = about().filter((e) => e.at >= joinedAt).map(hookName);
+        assert.deepEqual(since, [], 'webhooks sent while five nodes joined (nothing changed for the cluster)');
+      });
+
       test('the killed node\'s users get member_removed within 10 s, queries stop counting it and never wait for it', async (t) => {
+        // The node killed is the one sending the webhooks, so that another must take over.
+        victim = await findLeader();
+        survivors = c.alive.filter((i) => i !== victim);
         name = channelName('presence-');
         only = channelName();
         const [s0, s1] = survivors.map((i) => c.nodes[i]);
@@ -470,6 +523,12 @@ for (const kind of ['redis', 'nats']) {
         await c.converge(`/channels/${name}`, { info: 'user_count,subscription_count' }, { occupied: true, user_count: 4, subscription_count: 5 });
         await c.converge(`/channels/${only}`, { info: 'subscription_count' }, { occupied: true, subscription_count: 1 });
         await c.metricConverge('realtime_cluster_nodes', (n) => n === 3);
+        // The webhooks of the channels filling up are in before the kill.
+        await waitUntil(
+          () => receiver.events(c.sdk(0)).filter((e) => e.channel === name || e.channel === only).length >= 6,
+          10000,
+          'channel_occupied (2) and member_added (4) webhooks'
+        );
         const removed = [collect(alice, 'pusher:member_removed'), collect(bob, 'pusher:member_removed')];
 
         killedAt = Date.now();
@@ -478,9 +537,13 @@ for (const kind of ['redis', 'nats']) {
         // Every query to a survivor, from the kill until they stop counting the
         // dead node (its lease, ~5 s), is timed.
         latencies = [];
+        // Through kept-alive connections: the time measured is the node's answer, not TCP set-up.
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+        t.after(() => agent.destroy());
+        const sdks = new Map(survivors.map((i) => [i, c.nodes[i].sdk({ agent })]));
         const timed = async (i, urlPath, params) => {
           const start = process.hrtime.bigint();
-          const body = await c.query(i, urlPath, params);
+          const body = await (await sdks.get(i).get({ path: urlPath, params })).json();
           latencies.push({ node: i + 1, urlPath, ms: Number(process.hrtime.bigint() - start) / 1e6 });
           return body;
         };
@@ -549,6 +612,7 @@ for (const kind of ['redis', 'nats']) {
       test('restarted on the same port, the node rejoins with a clean slate and sees the others\' members', async () => {
         assert.ok(killedAt, 'the node was killed');
         const port = c.nodes[victim].port;
+        restartedAt = Date.now();
         const node = await c.restart(victim);
         assert.equal(node.port, port);
         await c.metricConverge('realtime_cluster_nodes', (n) => n === 3, { ms: 15000 });
@@ -562,6 +626,72 @@ for (const kind of ['redis', 'nats']) {
         await waitUntil(() => ids(added).includes('erin'), 10000, 'member_added erin on a survivor');
         await c.usersConverge(name, ['alice', 'bob', 'dave', 'erin']);
         assert.deepEqual(memberIds(alice), ['alice', 'bob', 'dave', 'erin']);
+        // Webhooks: erin's arrival, and nothing for the members that were there already.
+        const about = () => hooks().filter((e) => e.channel === name && e.at >= restartedAt).map(hookName);
+        await waitUntil(() => about().includes('member_added:erin'), 10000, 'member_added webhook for erin').catch(() => {});
+        await sleep(300);
+        assert.deepEqual(about(), ['member_added:erin'], 'webhooks for the presence channel since the restart');
+      });
+
+      test('a node other than the leader killed: the leader sends the webhooks of what it held, once', async () => {
+        const lead = await findLeader();
+        const gone = c.alive.find((i) => i !== lead);
+        const name2 = channelName('presence-');
+        const only2 = channelName();
+        const { channel: gina } = await subscribe(c.nodes[lead].client({ presence: presence('gina') }), name2);
+        await subscribe(c.nodes[gone].client({ presence: presence('frank') }), name2);
+        await subscribe(c.nodes[gone].client(), only2);
+        await c.usersConverge(name2, ['frank', 'gina']);
+        await c.converge(`/channels/${only2}`, { info: 'subscription_count' }, { occupied: true, subscription_count: 1 });
+        // The webhooks of the channels filling up are in before the kill.
+        await waitUntil(
+          () => hooks().filter((e) => e.channel === name2 || e.channel === only2).length >= 4,
+          10000,
+          'channel_occupied (2) and member_added (2) webhooks'
+        );
+        const removed = collect(gina, 'pusher:member_removed');
+        const at = Date.now();
+        await c.kill(gone);
+        const about = (channel) => hooks().filter((e) => e.channel === channel && e.at >= at).map(hookName);
+        await waitUntil(
+          () => ids(removed).includes('frank') && about(name2).length > 0 && about(only2).length > 0,
+          10000,
+          'member_removed (event and webhook) and channel_vacated (webhook) within 10 s of the kill'
+        ).catch(() => {});
+        await sleep(300);
+        assert.deepEqual(ids(removed), ['frank'], 'member_removed on the leader');
+        assert.deepEqual({ presence: about(name2), only: about(only2) }, { presence: ['member_removed:frank'], only: ['channel_vacated'] });
+        await c.usersConverge(name2, ['gina']);
+      });
+
+      test('SIGTERM: the node tells the others it leaves, and is forgotten at once (not after its lease)', async () => {
+        const [stay, leave] = c.alive;
+        const name3 = channelName('presence-');
+        const { channel: jay } = await subscribe(c.nodes[stay].client({ presence: presence('jay') }), name3);
+        await subscribe(c.nodes[leave].client({ presence: presence('ivy') }), name3);
+        await c.usersConverge(name3, ['ivy', 'jay']);
+        await waitUntil(() => hooks().filter((e) => e.channel === name3).length >= 3, 10000, 'channel_occupied and member_added (2) webhooks');
+        const nodesBefore = await metricOf(c.nodes[stay], 'realtime_cluster_nodes');
+        const removed = collect(jay, 'pusher:member_removed');
+        const at = Date.now();
+        c.nodes[leave].server.signal('SIGTERM');
+        // Well under the 5 s lease.
+        await waitUntil(() => ids(removed).includes('ivy'), 2000, 'member_removed ivy within 2 s of the SIGTERM');
+        await c.metricConverge('realtime_cluster_nodes', (n) => n === nodesBefore - 1, {
+          nodes: [stay],
+          ms: 2000,
+          what: 'the node that left to be forgotten within 2 s',
+        });
+        const exit = await c.stop(leave);
+        assert.equal(exit.code, 0, `exit of the node told to leave: ${JSON.stringify(exit)}`);
+        await waitUntil(() => hooks().some((e) => e.channel === name3 && e.at >= at), 5000, 'a webhook').catch(() => {});
+        await sleep(300);
+        assert.deepEqual(
+          hooks().filter((e) => e.channel === name3 && e.at >= at).map(hookName),
+          ['member_removed:ivy'],
+          'webhooks after the node left'
+        );
+        await c.usersConverge(name3, ['jay']);
       });
     });
 
