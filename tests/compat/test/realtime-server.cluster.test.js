@@ -708,10 +708,14 @@ for (const kind of ['redis', 'nats']) {
       let eve;
       let reconnectsBefore;
       let restartedAt;
+      let outageAt;
+      let receiver;
+      let changes; // per node: member_added / member_removed its presence client saw from the outage on
 
       before(async () => {
         bus = await OwnBus.start(kind);
-        c = await Cluster.start({ bus: bus.url });
+        receiver = await startReceiver();
+        c = await Cluster.start({ bus: bus.url, webhookUrl: receiver.url, webhookLeaveDelay: 0 });
         name = channelName('presence-');
         pub = channelName();
         for (const [k, node] of c.nodes.entries()) {
@@ -727,13 +731,22 @@ for (const kind of ['redis', 'nats']) {
         await c.metricConverge('realtime_cluster_nodes', (n) => n === 3);
         await c.metricConverge('realtime_cluster_bus_connected', (n) => n === 1);
         reconnectsBefore = await Promise.all(c.nodes.map((n) => metricOf(n, 'realtime_cluster_bus_reconnects_total')));
+        await waitUntil(() => members.every((ch) => ch.members.count === 4), 10000, 'a, b, c and e in every member list');
+        await waitUntil(
+          () => receiver.events(c.sdk(0)).filter((e) => e.channel === name).length >= 5,
+          10000,
+          'channel_occupied and member_added (4) webhooks'
+        );
+        changes = members.map((ch) => ({ added: collect(ch, 'pusher:member_added'), removed: collect(ch, 'pusher:member_removed') }));
       });
       after(async () => {
         if (c) await c.close();
         if (bus) await bus.stop();
+        if (receiver) await receiver.close();
       });
 
-      test('during the outage each node still serves its own clients', async () => {
+      test('during an outage longer than the lease each node still serves its own clients', async () => {
+        outageAt = Date.now();
         await bus.kill();
         await c.metricConverge('realtime_cluster_bus_connected', (n) => n === 0, { what: 'every node to see the bus gone' });
         for (const [k] of c.nodes.entries()) {
@@ -748,6 +761,11 @@ for (const kind of ['redis', 'nats']) {
         eve.disconnect();
         const { data } = await subscribe(c.nodes[2].client({ presence: presence('d') }), name);
         assert.ok(data.count >= 2);
+        for (const node of c.nodes) assert.equal(await metricOf(node, 'realtime_cluster_bus_connected'), 0, 'still disconnected');
+        // The outage outlasts the 5 s lease (a scenario, not a synchronisation): a node
+        // unheard because the bus is away must not be taken for dead.
+        const rest = 6000 - (Date.now() - outageAt);
+        if (rest > 0) await sleep(rest);
         for (const node of c.nodes) assert.equal(await metricOf(node, 'realtime_cluster_bus_connected'), 0, 'still disconnected');
       });
 
@@ -781,6 +799,21 @@ for (const kind of ['redis', 'nats']) {
           assert.ok(r > reconnectsBefore[i], `node ${i + 1}: realtime_cluster_bus_reconnects_total ${reconnectsBefore[i]} -> ${r}`)
         );
         assert.ok(flowing <= 10000, `events flowed again ${flowing} ms after the restart`);
+        // Each presence client saw e leave and d arrive, once, and no one else come or go
+        // (nobody was taken for dead during the outage).
+        changes.forEach((ch, i) => {
+          assert.deepEqual(
+            { added: ids(ch.added), removed: ids(ch.removed) },
+            { added: ['d'], removed: ['e'] },
+            `member events on node ${i + 1} from the outage on`
+          );
+        });
+        // And the webhooks of those two changes, once each (from the leader, whether it
+        // saw them during the outage or learnt them after it).
+        const about = () => receiver.events(c.sdk(0)).filter((e) => e.channel === name && e.at >= outageAt).map(hookName);
+        await waitUntil(() => about().length >= 2, 10000, 'the webhooks of the changes made during the outage').catch(() => {});
+        await sleep(300);
+        assert.deepEqual(about().sort(), ['member_added:d', 'member_removed:e'], 'webhooks of the changes made during the outage');
       });
     });
   });
