@@ -264,7 +264,8 @@ class Cluster {
   /**
    * Options: bus (URL, required), size (3), appId/key/secret (random),
    * clientEvents, webhookUrl, webhookLeaveDelay, args, workers (1), ready (true:
-   * resolve only once every node sees every other one).
+   * resolve only once every node sees every other one), viaEnv (indexes of the
+   * nodes told the bus by REALTIME_CLUSTER_URL instead of --cluster).
    */
   static async start(options) {
     if (!options.bus) throw new Error('Cluster.start needs a bus URL');
@@ -277,7 +278,7 @@ class Cluster {
       secret: options.secret || 'secret' + crypto.randomBytes(6).toString('hex'),
     };
     const settled = await Promise.allSettled(
-      Array.from({ length: opts.size }, () => startServer(Cluster.serverOptions(opts)))
+      Array.from({ length: opts.size }, (_, i) => startServer(Cluster.serverOptions(opts, undefined, i)))
     );
     const servers = settled.filter((s) => s.status === 'fulfilled').map((s) => s.value);
     for (const s of servers) track(s.proc);
@@ -298,7 +299,8 @@ class Cluster {
     return cluster;
   }
 
-  static serverOptions(opts, port) {
+  static serverOptions(opts, port, index) {
+    const viaEnv = (opts.viaEnv || []).includes(index);
     return {
       appId: opts.appId,
       key: opts.key,
@@ -308,7 +310,8 @@ class Cluster {
       webhookLeaveDelay: opts.webhookLeaveDelay,
       workers: opts.workers,
       port,
-      args: ['--cluster', opts.bus, ...(opts.args || [])],
+      args: [...(viaEnv ? [] : ['--cluster', opts.bus]), ...(opts.args || [])],
+      env: viaEnv ? { REALTIME_CLUSTER_URL: opts.bus } : {},
     };
   }
 
@@ -439,7 +442,7 @@ class Cluster {
   async restart(i) {
     const old = this.nodes[i];
     if (old.server.running) await this.kill(i);
-    const server = await startServer(Cluster.serverOptions(this.options, old.server.port));
+    const server = await startServer(Cluster.serverOptions(this.options, old.server.port, i));
     track(server.proc);
     this.nodes[i] = new Harness(server);
     this.dead.delete(i);

@@ -10,8 +10,14 @@
 //
 // Each cluster serves an app id of its own, so clusters sharing a bus (this
 // file's, other files') ignore each other. The tests that kill a node or the
-// bus run on a redis-server / nats-server of their own, in parallel with the
-// rest.
+// bus run on a redis-server / nats-server of their own (started here: a missing
+// binary fails the suite), in parallel with the rest. The 100-member presence
+// limit counted over the cluster is left to the Rust tests: realtime-server has
+// no flag to lower it, and 100 pusher-js clients per case would be slow.
+//
+// Waits are conditions with deadlines (waitUntil, Cluster.converge); the only
+// sleeps are quiet periods before asserting that nothing more (a duplicate)
+// arrived, and the length of the bus outage.
 const { describe, test, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -90,6 +96,8 @@ for (const kind of ['redis', 'nats']) {
           clientEvents: true,
           webhookUrl: receiver.url,
           webhookLeaveDelay: 0,
+          // Node 3 is told its bus by REALTIME_CLUSTER_URL, the others by --cluster.
+          viaEnv: [2],
         });
         sdk = c.sdk(0);
       });
