@@ -114,6 +114,9 @@ describe('realtime-server cluster', { concurrency: true }, () => {
             const { channel } = await subscribe(node.client(), name);
             seen.push({ seq: collect(channel, 'seq'), end: collect(channel, 'end'), end2: collect(channel, 'end2') });
           }
+          const metric = (name) => Promise.all(c.nodes.map((n) => metricOf(n, name)));
+          const outBefore = await metric('realtime_cluster_payloads_out_total');
+          const inBefore = await metric('realtime_cluster_reports_in_total');
           for (let i = 0; i < 50; i++) await c.sdk(0).trigger(name, 'seq', { i });
           // Events from one node keep their order: 'end' comes after every 'seq'.
           await c.sdk(0).trigger(name, 'end', {});
@@ -126,6 +129,13 @@ describe('realtime-server cluster', { concurrency: true }, () => {
             assert.equal(s.end.length, 1, `node ${k + 1}: 'end' once`);
             assert.equal(s.end2.length, 1, `node ${k + 1}: 'end2' once`);
           });
+          // The bus carried them: node 1 sent payloads, nodes 2 and 3 took in (at least) the 51 reports.
+          const outAfter = await metric('realtime_cluster_payloads_out_total');
+          const inAfter = await metric('realtime_cluster_reports_in_total');
+          assert.ok(outAfter[0] > outBefore[0], `node 1 payloads_out ${outBefore[0]} -> ${outAfter[0]}`);
+          for (const k of [1, 2]) {
+            assert.ok(inAfter[k] - inBefore[k] >= 51, `node ${k + 1} reports_in ${inBefore[k]} -> ${inAfter[k]}`);
+          }
         });
 
         test('socket_id exclusion works for a socket on another node', async () => {
@@ -773,6 +783,7 @@ describe('realtime-server cluster', { concurrency: true }, () => {
         });
 
         test('during an outage longer than the lease each node still serves its own clients', async () => {
+          const droppedBefore = await Promise.all(c.nodes.map((n) => metricOf(n, 'realtime_cluster_reports_dropped_total')));
           outageAt = Date.now();
           await bus.kill();
           await c.metricConverge('realtime_cluster_bus_connected', (n) => n === 0, { what: 'every node to see the bus gone' });
@@ -784,6 +795,9 @@ describe('realtime-server cluster', { concurrency: true }, () => {
               `node ${k + 1}'s own subscriber to get its event during the outage`
             );
           }
+          // What the bus could not carry is counted as dropped (the snapshot after it replaces it).
+          const dropped = await Promise.all(c.nodes.map((n) => metricOf(n, 'realtime_cluster_reports_dropped_total')));
+          dropped.forEach((d, i) => assert.ok(d > droppedBefore[i], `node ${i + 1}: reports_dropped ${droppedBefore[i]} -> ${d}`));
           // Changes during the outage: e leaves node 2, d joins on node 3.
           eve.disconnect();
           const { data } = await subscribe(c.nodes[2].client({ presence: presence('d') }), name);
