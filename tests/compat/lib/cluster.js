@@ -351,6 +351,9 @@ class Cluster {
         'agreement'
       );
     } catch (e) {
+      if (!String(e.message).startsWith('timed out')) {
+        throw new Error(`GET ${urlPath} ${JSON.stringify(params)} on nodes ${nodes.map((i) => i + 1).join(',')} failed: ${e.message} ${e.status || ''} ${e.body || ''}`);
+      }
       throw new Error(
         `nodes ${nodes.map((i) => i + 1).join(',')} did not all answer GET ${urlPath} ${JSON.stringify(params)} ` +
           `with ${JSON.stringify(expected)} within ${ms} ms; last answers: ` +
