@@ -352,7 +352,11 @@ class Cluster {
       );
     } catch (e) {
       if (!String(e.message).startsWith('timed out')) {
-        throw new Error(`GET ${urlPath} ${JSON.stringify(params)} on nodes ${nodes.map((i) => i + 1).join(',')} failed: ${e.message} ${e.status || ''} ${e.body || ''}`);
+        const cause = e.error ? ` (${e.error.code || ''} ${e.error.message || e.error})` : '';
+        throw new Error(
+          `GET ${urlPath} ${JSON.stringify(params)} on nodes ${nodes.map((i) => i + 1).join(',')} failed: ` +
+            `${e.message}${cause} ${e.status || ''} ${e.body || ''}`
+        );
       }
       throw new Error(
         `nodes ${nodes.map((i) => i + 1).join(',')} did not all answer GET ${urlPath} ${JSON.stringify(params)} ` +
