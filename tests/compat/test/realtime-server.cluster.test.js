@@ -218,6 +218,9 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           assert.deepEqual(membersOf(bob), membersOf(channel));
         });
 
+        // FAILS at main 02e0c84 (server bug): a member whose channel_data has no user_info
+        // is reported to the other nodes as Member { i: Some(None) }, serialised "i": null,
+        // which deserialises as None, "gone": nodes 1 and 3 never list "bare".
         test('presence: a member without user_info (it is optional) is a member on every node', async () => {
           const name = channelName('presence-');
           const { channel: watcher } = await subscribe(c.nodes[0].client({ presence: presence('watcher') }), name);
@@ -674,6 +677,9 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           await c.metricConverge('realtime_cluster_nodes', (n) => n === 2);
         });
 
+        // FAILS at main 02e0c84 (server bug): Node::forget applies the dead node's empty
+        // snapshot before peers_changed() makes a survivor the leader, so no node sends
+        // member_removed / channel_vacated for what the dead leader held.
         test('the new leader sends the webhooks of what the killed leader held (member_removed, channel_vacated), once', async () => {
           assert.ok(killedAt, 'the node was killed');
           const wanted = () => {
@@ -764,6 +770,10 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           await c.usersConverge(name2, ['gina']);
         });
 
+        // FAILS about half the time at main 02e0c84 (server bug): the goodbye (and the
+        // member reports before it) is handed to the bus task, but the node task then ends,
+        // the bus task sees its `incoming` closed and may return before publishing them;
+        // the others forget the node only when its 5 s lease lapses.
         test('SIGTERM: the node tells the others it leaves, and is forgotten at once (not after its lease)', async () => {
           const [stay, leave] = c.alive;
           const name3 = channelName('presence-');
