@@ -74,7 +74,9 @@ const randomId = (prefix) => prefix + crypto.randomBytes(6).toString('hex');
 
 /**
  * Starts a server. Options: clientEvents (bool), activityTimeout (s),
- * webhookUrl, webhookLeaveDelay (s), args (extra flags), appId/key/secret.
+ * webhookUrl, webhookLeaveDelay (s), args (extra flags), appId/key/secret,
+ * port (listen on this one, e.g. to restart a server where it was; default: a
+ * free one), env (extra environment variables).
  * Answers { port, appId, key, secret, host, proc, logs(), stop(), signal(), exited }.
  */
 async function startServer(options = {}) {
@@ -84,7 +86,7 @@ async function startServer(options = {}) {
   const secret = options.secret || randomId('secret');
   let lastError;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
+    const port = options.port || (await freePort());
     const args = ['--app-id', appId, '--key', key, '--secret', secret, '--host', '127.0.0.1', '--port', String(port)];
     if (options.clientEvents) args.push('--client-events');
     if (options.activityTimeout !== undefined) args.push('--activity-timeout', String(options.activityTimeout));
@@ -95,7 +97,7 @@ async function startServer(options = {}) {
 
     const proc = spawn(bin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...(options.env || {}) },
     });
     let output = '';
     const keep = (chunk) => {
@@ -158,6 +160,8 @@ async function startServer(options = {}) {
       proc.kill('SIGKILL');
       await exited;
     }
+    // A fixed port may still be held for a moment (e.g. by the server just killed there).
+    if (options.port) await sleep(200);
   }
   throw lastError;
 }
