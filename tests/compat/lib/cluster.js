@@ -8,12 +8,12 @@
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
 const { isDeepStrictEqual } = require('node:util');
 const { startServer, freePort, sleep } = require('./server');
 const { Harness, subscribe, waitUntil, channelName } = require('./clients');
+const { startWebhookReceiver } = require('./webhook-receiver');
 
 /** The buses every test machine runs (see tests/compat/README.md). */
 const SHARED_BUS = {
@@ -205,48 +205,6 @@ async function metricOf(node, name) {
   const values = await metricsOf(node);
   if (!values.has(name)) throw new Error(`metric ${name} missing from /metrics of port ${(node.server || node).port}`);
   return values.get(name);
-}
-
-/**
- * A webhook receiver: every request in arrival order. events(sdk) verifies each
- * with the SDK's webhook().isValid() (throwing on an invalid one) and answers
- * every event with its arrival time.
- */
-function startReceiver() {
-  const received = [];
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      received.push({ at: Date.now(), headers: req.headers, rawBody: Buffer.concat(chunks).toString('utf8') });
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}/webhooks`,
-        received,
-        events(sdk) {
-          const all = [];
-          for (const r of received) {
-            const hook = sdk.webhook({ headers: r.headers, rawBody: r.rawBody });
-            if (!hook.isValid()) {
-              throw new Error(`invalid webhook signature: ${JSON.stringify(r.headers)} ${r.rawBody}`);
-            }
-            for (const e of hook.getEvents()) all.push({ ...e, at: r.at });
-          }
-          return all;
-        },
-        close: () =>
-          new Promise((r) => {
-            server.closeAllConnections && server.closeAllConnections();
-            server.close(r);
-          }),
-      });
-    });
-  });
 }
 
 /**
@@ -485,4 +443,13 @@ function sortUsers(body) {
   return { ...body, users: [...body.users].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) };
 }
 
-module.exports = { Cluster, OwnBus, sharedBus, startReceiver, metricsOf, metricOf, parseMetrics, SHARED_BUS };
+module.exports = {
+  Cluster,
+  OwnBus,
+  sharedBus,
+  startReceiver: startWebhookReceiver,
+  metricsOf,
+  metricOf,
+  parseMetrics,
+  SHARED_BUS,
+};
