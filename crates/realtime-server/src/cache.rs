@@ -87,6 +87,14 @@ impl EventCache {
         }
     }
 
+    /// The channel's last event and what is left of its life, if it has not
+    /// expired.
+    pub fn get_with_life(&mut self, channel: &str, now: Instant) -> Option<(TextFrame, Duration)> {
+        let frame = self.get(channel, now)?;
+        let expires = self.entries.get(channel)?.expires;
+        Some((frame, expires - now))
+    }
+
     /// Every live entry with what is left of its life (to hand to a node
     /// that joins).
     pub fn live(&self, now: Instant) -> Vec<(Arc<str>, TextFrame, Duration)> {

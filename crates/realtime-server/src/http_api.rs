@@ -351,11 +351,34 @@ pub async fn channel(
 ) -> ApiResult {
     let (app, channel) = channel_request(&server, &req, path.into_inner())?;
     let query = query_map(&req);
-    let info = parse_info(query.get("info").map(String::as_str))?;
+    // `cache` is asked of one channel only, not of a trigger's channels.
+    let mut wants_cache = false;
+    let info: Vec<String> = query
+        .get("info")
+        .map(|info| {
+            info.split(',')
+                .filter(|a| {
+                    let cache = a.trim() == "cache";
+                    wants_cache |= cache;
+                    !cache
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let info = parse_info(Some(&info.join(",")))?;
     let presence = channel.kind() == ChannelKind::Presence;
     if info.iter().any(|i| i == "user_count") && !presence {
         return Err(ApiError::bad_request(
             "Cannot retrieve the user count unless the channel is a presence channel",
+        ));
+    }
+    if wants_cache && !realtime_core::channel::is_cache(channel.as_str()) {
+        return Err(ApiError::bad_request(
+            "Cannot retrieve the cache unless the channel is a cache channel",
         ));
     }
     let all = app.channel_info(channel.as_str());
@@ -363,6 +386,20 @@ pub async fn channel(
         occupied: all.occupied,
         ..filter_info(all, &info)
     };
+    let mut answer = match serde_json::to_value(answer) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    if wants_cache {
+        // The channel's cached event, if any: its name, its data as
+        // published, and the seconds it has left.
+        if let Some((event, data, ttl)) = app.cached_event(channel.as_str()) {
+            answer.insert(
+                "cache".to_owned(),
+                serde_json::json!({ "event": event, "data": data, "ttl": ttl.as_secs() }),
+            );
+        }
+    }
     Ok(HttpResponse::Ok().json(answer))
 }
 

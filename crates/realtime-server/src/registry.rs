@@ -1319,6 +1319,16 @@ impl App {
         }
     }
 
+    /// A cache channel's last event, if kept: its name, its data and the
+    /// time it has left.
+    pub fn cached_event(&self, channel: &str) -> Option<(String, Value, std::time::Duration)> {
+        let now = std::time::Instant::now();
+        let (frame, left) = self.cache.lock().get_with_life(channel, now)?;
+        let mut frame: serde_json::Map<String, Value> = serde_json::from_str(frame.text()).ok()?;
+        let event = frame.remove("event")?.as_str()?.to_owned();
+        Some((event, frame.remove("data").unwrap_or(Value::Null), left))
+    }
+
     /// Keeps a cache channel's last event reported by another node, unless
     /// this node has one already.
     pub fn fill_cache(&self, channel: &str, frame: &str, left: std::time::Duration) {

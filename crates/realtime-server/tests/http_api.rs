@@ -859,3 +859,43 @@ async fn the_http_api_reads_bodies_up_to_1_mib_and_refuses_larger_ones() {
     );
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[actix_rt::test]
+async fn a_cache_channels_last_event_is_answered_with_info_cache() {
+    let server = server();
+    let service = service!(server);
+    let (status, body) = call!(
+        service,
+        signed_get("channels/cache-scores", &[("info", "cache")])
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        json_of(&body),
+        json!({ "occupied": false }),
+        "nothing cached yet"
+    );
+
+    for data in ["1-0", "2-1"] {
+        let body =
+            json!({ "name": "score", "channels": ["cache-scores"], "data": data }).to_string();
+        let (status, text) = call!(service, signed_post("events", &body));
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    let (status, body) = call!(
+        service,
+        signed_get(
+            "channels/cache-scores",
+            &[("info", "cache,subscription_count")]
+        )
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["subscription_count"], 0);
+    assert_eq!(answer["cache"]["event"], "score");
+    assert_eq!(answer["cache"]["data"], "2-1", "the last event only");
+    let ttl = answer["cache"]["ttl"].as_u64().unwrap();
+    assert!((1790..=1800).contains(&ttl), "{ttl}");
+
+    let (status, body) = call!(service, signed_get("channels/scores", &[("info", "cache")]));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
