@@ -9,6 +9,9 @@
 //!   Subscribers are opened and subscribed with tokio-tungstenite; events are
 //!   then read by a lean frame reader (`frames.rs`) unless `--reader
 //!   tungstenite` asks for tungstenite's message stream throughout.
+//!   `--ws-ports` spreads the subscribers over a cluster's nodes;
+//!   `--before-events` / `--after-events` run a command around the events
+//!   (scripts/bench-cluster reads the nodes' and the bus's counters there).
 //! - `trigger`: fires triggers through realtime-core's client with a fixed
 //!   number in flight; reports triggers per second and this client's CPU
 //!   time per trigger.
@@ -19,6 +22,7 @@
 //!   to each socket, from a thread per core or from a task per socket: the
 //!   reference rows beside real servers.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -132,6 +136,15 @@ struct FanoutArgs {
     /// How subscribers read the events.
     #[arg(long, value_enum, default_value_t = Reader::Lean)]
     reader: Reader,
+    /// A shell command run once every subscriber is subscribed, just before
+    /// the first trigger (e.g. to read the servers' or a bus's counters).
+    #[arg(long)]
+    before_events: Option<String>,
+    /// A shell command run once every subscriber reported, before any
+    /// connection closes (with `--before-events`: the counters' difference
+    /// is the events' alone, without the connections' coming and going).
+    #[arg(long)]
+    after_events: Option<String>,
 }
 
 /// How subscribers read the events once subscribed.
@@ -467,6 +480,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_kib = rss_kib_of(&args.server_pid);
+    if let Some(command) = &args.before_events {
+        run_hook(command).await;
+    }
 
     let server_cpu_before = cpu_time_of_all(&args.server_pid);
     let client_cpu_before = own_cpu_time();
@@ -517,6 +533,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let server_cpu = cpu_time_of_all(&args.server_pid)
         .zip(server_cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
+    if let Some(command) = &args.after_events {
+        run_hook(command).await;
+    }
     // Everyone reported (or time is up): now the connections may close.
     let _ = phase_to.send(Phase::Done);
     per_delivery.sort_unstable();
@@ -573,6 +592,27 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     });
     println!("{report}");
     Ok(())
+}
+
+/// Runs `--before-events` / `--after-events` with `sh -c`; its output goes
+/// to this process's stderr, so that stdout stays one JSON report. A hook
+/// that fails is reported there too, and the run goes on.
+async fn run_hook(command: &str) {
+    let owned = command.to_owned();
+    let status = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&owned)
+            .stdout(std::io::stderr().as_fd().try_clone_to_owned()?)
+            .status()
+    })
+    .await;
+    match status {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => eprintln!("`{command}` failed: {status}"),
+        Ok(Err(e)) => eprintln!("`{command}` could not run: {e}"),
+        Err(e) => eprintln!("`{command}` could not run: {e}"),
+    }
 }
 
 async fn trigger(args: TriggerArgs) -> Result<(), Error> {
