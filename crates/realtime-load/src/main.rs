@@ -136,6 +136,10 @@ struct FanoutArgs {
     /// How subscribers read the events.
     #[arg(long, value_enum, default_value_t = Reader::Lean)]
     reader: Reader,
+    /// The public channel every subscriber joins (`cache-…` to measure a
+    /// cache channel beside a plain one).
+    #[arg(long, default_value = CHANNEL)]
+    channel: String,
     /// A shell command run once every subscriber is subscribed, just before
     /// the first trigger (e.g. to read the servers' or a bus's counters).
     #[arg(long)]
@@ -320,6 +324,7 @@ enum Phase {
 #[allow(clippy::too_many_arguments)]
 async fn subscriber(
     port: u16,
+    channel: Arc<str>,
     url: String,
     expected: usize,
     ready: Arc<AtomicUsize>,
@@ -330,6 +335,7 @@ async fn subscriber(
 ) {
     match receive(
         url,
+        &channel,
         expected,
         ready,
         handshake_permit,
@@ -353,6 +359,7 @@ async fn subscriber(
 /// Connects, subscribes, then records when each event arrives.
 async fn receive(
     url: String,
+    channel: &str,
     expected: usize,
     ready: Arc<AtomicUsize>,
     handshake_permit: OwnedSemaphorePermit,
@@ -361,7 +368,7 @@ async fn receive(
 ) -> Result<(Receipts, Socket), Error> {
     let mut handshake_permit = Some(handshake_permit);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL}});
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
     socket
         .send(Message::Text(subscribe.to_string().into()))
         .await?;
@@ -451,6 +458,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     };
     let baseline_kib = rss_kib_of(&args.server_pid);
     let ready = Arc::new(AtomicUsize::new(0));
+    let channel: Arc<str> = Arc::from(args.channel.as_str());
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let started = Instant::now();
     let (results_to, mut results) = mpsc::unbounded_channel();
@@ -463,6 +471,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
         let ready = ready.clone();
         tokio::spawn(subscriber(
             port,
+            channel.clone(),
             url_of(port),
             args.events,
             ready,
@@ -489,7 +498,10 @@ async fn fanout(args: FanoutArgs) -> Result<(), Error> {
     let first_sent = Instant::now();
     for seq in 0..args.events {
         let data = serde_json::json!({"seq": seq, "sent_ns": now_ns()});
-        pusher.trigger(CHANNEL, "bench", &data).send().await?;
+        pusher
+            .trigger(args.channel.as_str(), "bench", &data)
+            .send()
+            .await?;
         if args.interval_ms > 0 {
             tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
         }
