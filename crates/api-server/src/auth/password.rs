@@ -158,11 +158,15 @@ pub const WAITING_PER_THREAD: usize = 32;
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for Verifier {
-    /// One thread per core (`std::thread::available_parallelism`),
-    /// [`WAITING_PER_THREAD`] waiting per thread, each at most [`MAX_WAIT`].
+    /// One thread per core but one (`std::thread::available_parallelism`;
+    /// at least one), [`WAITING_PER_THREAD`] waiting per thread, each at
+    /// most [`MAX_WAIT`]. A core is left without password checks: argon2
+    /// fills a core's caches with its 19 MiB, and even at nice 19 a check
+    /// beside every worker slows every other request on the machine.
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Verifier::new(cores, cores * WAITING_PER_THREAD, MAX_WAIT)
+        let threads = cores.saturating_sub(1).max(1);
+        Verifier::new(threads, threads * WAITING_PER_THREAD, MAX_WAIT)
     }
 }
 
@@ -361,6 +365,13 @@ mod tests {
             found.push(after.split(' ').nth(16).unwrap().parse().unwrap());
         }
         found
+    }
+
+    #[test]
+    fn the_default_leaves_one_core_without_password_checks() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let verifier = Verifier::default();
+        assert_eq!(verifier.available(), cores.saturating_sub(1).max(1));
     }
 
     #[cfg(target_os = "linux")]
