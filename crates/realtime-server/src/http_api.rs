@@ -351,25 +351,12 @@ pub async fn channel(
 ) -> ApiResult {
     let (app, channel) = channel_request(&server, &req, path.into_inner())?;
     let query = query_map(&req);
-    // `cache` is asked of one channel only, not of a trigger's channels.
-    let mut wants_cache = false;
-    let info: Vec<String> = query
-        .get("info")
-        .map(|info| {
-            info.split(',')
-                .filter(|a| {
-                    let cache = a.trim() == "cache";
-                    wants_cache |= cache;
-                    !cache
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let info = parse_info(Some(&info.join(",")))?;
+    // `cache` is asked of one channel only, not of a trigger's channels:
+    // it is taken out before the attributes both share are checked.
+    let raw = query.get("info").map(String::as_str).unwrap_or_default();
+    let wants_cache = raw.split(',').any(|a| a.trim() == "cache");
+    let shared: Vec<&str> = raw.split(',').filter(|a| a.trim() != "cache").collect();
+    let info = parse_info(Some(&shared.join(",")))?;
     let presence = channel.kind() == ChannelKind::Presence;
     if info.iter().any(|i| i == "user_count") && !presence {
         return Err(ApiError::bad_request(
