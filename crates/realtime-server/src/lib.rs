@@ -8,8 +8,10 @@
 //! `realtime-server` binary runs it standalone.
 //!
 //! Where a request enters: `connection.rs` (WebSocket frames) and
-//! `http_api.rs` (HTTP API); the shared state is `registry.rs`; webhooks leave
-//! from `webhooks.rs`.
+//! `http_api.rs` (HTTP API); the shared state is `registry.rs` (with the last
+//! events of cache channels in `cache.rs`); webhooks leave from
+//! `webhooks.rs`; with a cluster URL, reports to and from the other nodes go
+//! through `cluster/` (the bus clients in `cluster/bus/`).
 
 pub mod cache;
 pub mod client_address;

@@ -1,5 +1,8 @@
 //! The shared state of one app: its connections, channels, presence members
-//! and signed-in users, and the fan-out of events to subscribers.
+//! and signed-in users (with their watchlists), and the fan-out of events to
+//! subscribers. In a cluster it also holds what the other nodes reported
+//! ([`RemoteView`]) and answers for the whole cluster from both; the
+//! reports of its own changes leave through its [`ClusterLink`].
 //!
 //! Every change goes through [`App`]'s methods under one lock, so channel
 //! occupancy and presence membership are always consistent with each other;
