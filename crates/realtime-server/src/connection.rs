@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::registry::{App, ConnectError, SubscribeError};
 use crate::Server;
 
-/// What the reading task ([`read_frames`]) should do after a frame.
+/// What the reading task (`read_frames`) should do after a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Keep reading.
