@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use realtime_server::cluster::bus::{self, BusEvent, BusObserver, MAX_PAYLOAD};
+use realtime_server::cluster::bus::{self, BusEvent, BusObserver, Outgoing, MAX_PAYLOAD};
+use realtime_server::cluster::NodeId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
@@ -74,8 +75,9 @@ impl BusObserver for Counters {
 
 /// One node's end of a running bus.
 struct Node {
+    id: NodeId,
     url: String,
-    outgoing: Option<mpsc::Sender<Vec<u8>>>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
     incoming: Option<mpsc::UnboundedReceiver<BusEvent>>,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
@@ -87,13 +89,16 @@ impl Node {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
+        let id = rand::random::<u64>() >> 1;
         let task = tokio::spawn(backplane.run(
             subject.to_owned(),
+            id,
             outgoing_rx,
             incoming_tx,
             counters.clone(),
         ));
         Node {
+            id,
             url: url.to_owned(),
             outgoing: Some(outgoing_tx),
             incoming: Some(incoming_rx),
@@ -105,7 +110,7 @@ impl Node {
     async fn send(&self, payload: impl Into<Vec<u8>>) {
         let outgoing = self.outgoing.as_ref().expect("outgoing still open");
         outgoing
-            .send(payload.into())
+            .send(Outgoing::Payload(payload.into()))
             .await
             .expect("run() still taking payloads");
     }
@@ -140,20 +145,27 @@ impl Node {
         while received.len() < count {
             let what = format!("payload {} of {count}", received.len() + 1);
             match self.next_event(&what).await {
-                BusEvent::Message(payload) => {
-                    if std::env::var("DBG").is_ok() {
-                        eprintln!(
-                            "{} {}",
-                            self.url,
-                            String::from_utf8_lossy(&payload[..payload.len().min(20)])
-                        );
-                    }
-                    received.push(payload)
-                }
+                BusEvent::Message(payload) => received.push(payload),
                 other => panic!("{}: {other:?} while waiting for {what}", self.url),
             }
         }
         received
+    }
+
+    /// Which of `nodes` the bus says are gone (messages meanwhile are skipped).
+    async fn absent(&mut self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let outgoing = self.outgoing.as_ref().expect("outgoing still open");
+        outgoing
+            .send(Outgoing::Probe(nodes.to_vec()))
+            .await
+            .expect("run() still taking probes");
+        loop {
+            match self.next_event("a probe's answer").await {
+                BusEvent::Message(_) => continue,
+                BusEvent::Absent(absent) => return absent,
+                other => panic!("{}: {other:?} while probing", self.url),
+            }
+        }
     }
 
     /// Sends `payload` and waits for it to come back (the bus echoes).
@@ -194,7 +206,7 @@ async fn payloads_reach_every_node_in_order(kind: Kind) {
         async move {
             for i in 0..EACH {
                 outgoing
-                    .send(format!("{name}:{i}").into_bytes())
+                    .send(Outgoing::Payload(format!("{name}:{i}").into_bytes()))
                     .await
                     .expect("run() still taking payloads");
             }
@@ -377,6 +389,39 @@ async fn run_ends_when_its_node_lets_go(kind: Kind) {
     );
 }
 
+/// A probe finds a node present for as long as its run lives, and absent
+/// once its connection closed (its process died) or if it never existed;
+/// the gone node's payloads never stop the others' answers.
+async fn probes_find_the_nodes_whose_connection_is_gone(kind: Kind) {
+    let subject = unique_subject();
+    let mut watcher = Node::start(&kind.shared_url(), &subject);
+    let mut present = Node::start(&kind.shared_url(), &subject);
+    let mut doomed = Node::start(&kind.shared_url(), &subject);
+    for node in [&mut watcher, &mut present, &mut doomed] {
+        node.expect_state(BusEvent::Connected).await;
+    }
+    let never = rand::random::<u64>() >> 1;
+    let all = [present.id, doomed.id, never];
+    assert_eq!(watcher.absent(&all).await, [never], "{kind:?}");
+
+    // A crash: the task and its connection end with no goodbye.
+    let doomed_id = doomed.id;
+    doomed.task.abort();
+    let _ = doomed.task.await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let absent = watcher.absent(&all).await;
+        if absent == [doomed_id, never] {
+            break;
+        }
+        assert_eq!(absent, [never], "{kind:?}: only the gone may be absent");
+        assert!(Instant::now() < deadline, "{kind:?}: the crash never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The survivor answers its own probes as well.
+    assert_eq!(present.absent(&[watcher.id]).await, Vec::<NodeId>::new());
+}
+
 /// A payload over [`MAX_PAYLOAD`] is dropped and counted; one at the limit
 /// goes through.
 async fn oversized_payload_is_dropped(kind: Kind) {
@@ -439,4 +484,5 @@ for_both_buses!(
     quietly_hung_bus_is_noticed_and_rejoined,
     run_ends_when_its_node_lets_go,
     oversized_payload_is_dropped,
+    probes_find_the_nodes_whose_connection_is_gone,
 );

@@ -1,6 +1,6 @@
 //! Nodes of a cluster in one process, linked by a real bus (Redis and NATS
-//! alike): presence and events cross nodes, a node that stops without a
-//! goodbye is forgotten when its lease lapses, a bus absent at start-up is
+//! alike): presence and events cross nodes, a node that crashes is
+//! forgotten once the bus says it is gone, a bus absent at start-up is
 //! waited for, and a bus lost and back makes the nodes whole again.
 //!
 //! Each test's nodes serve an app id of their own, so tests sharing the
@@ -129,7 +129,10 @@ fn ann_rx_has(receiver: &mut OutboxReceiver, event: &str) -> bool {
     frames(receiver).iter().any(|f| f.contains(event))
 }
 
-async fn a_silent_node_is_forgotten_when_its_lease_lapses(kind: Kind) {
+/// A node that crashed (its connections closed, no goodbye) is looked for on
+/// the bus once it is late, found gone, and forgotten before its lease
+/// lapses; its member is removed for the others.
+async fn a_crashed_node_is_forgotten_once_gone_from_the_bus(kind: Kind) {
     let url = kind.shared_url();
     let id = app_id();
     let survivor = node(&url, &id);
@@ -151,10 +154,11 @@ async fn a_silent_node_is_forgotten_when_its_lease_lapses(kind: Kind) {
     doomed.server.cluster().unwrap().halt();
     eventually("bob forgotten", || users(&survivor) == ["ann"]).await;
     let took = halted_at.elapsed();
-    assert!(took < Duration::from_secs(10), "forgotten after {took:?}");
+    // About SUSPECT after its last heartbeat, plus a WATCH tick and the
+    // probe; the lease alone would have taken LEASE.
     assert!(
-        took >= realtime_server::cluster::LEASE - Duration::from_millis(500),
-        "{took:?}"
+        took < realtime_server::cluster::LEASE,
+        "forgotten after {took:?}"
     );
     assert!(ann_rx_has(&mut ann_rx, "member_removed"));
     assert_eq!(survivor.server.metrics().cluster.nodes_lost.get(), 1);
@@ -240,7 +244,7 @@ macro_rules! on_both_buses {
 
 on_both_buses!(
     presence_and_events_cross_nodes,
-    a_silent_node_is_forgotten_when_its_lease_lapses,
+    a_crashed_node_is_forgotten_once_gone_from_the_bus,
     a_bus_absent_at_start_up_is_waited_for,
     a_bus_lost_and_back_makes_the_nodes_whole_again,
 );

@@ -1,9 +1,11 @@
 //! The seam between a cluster node and the message bus that links it to the
 //! other nodes: Redis pub/sub (`redis://host:port`) or NATS core
 //! (`nats://host:port`). A bus only carries opaque payloads to every node
-//! subscribed to the cluster's subject (the sender included); what they mean,
-//! who is alive and what to resend after an outage is the node's business
-//! (`cluster/mod.rs`), the same whichever bus carries them.
+//! subscribed to the cluster's subject (the sender included), and says
+//! which nodes have no connection to it any more (a node's process that died
+//! closed its connection, which the bus's server sees at once); what the
+//! payloads mean, who is alive and what to resend after an outage is the
+//! node's business (`cluster/mod.rs`), the same whichever bus carries them.
 //!
 //! One file per bus (`bus/redis.rs`, `bus/nats.rs`); both follow the same
 //! contract ([`Backplane::run`]) and share the helpers below, so the node
@@ -21,6 +23,8 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use realtime_core::BoxFuture;
+
+use super::NodeId;
 
 /// The largest payload a bus carries. NATS servers refuse messages over their
 /// `max_payload` (1 MiB by default), so the node keeps well below it, with
@@ -40,6 +44,27 @@ pub enum BusEvent {
     Disconnected,
     /// A payload some node (this one included) published on the subject.
     Message(Vec<u8>),
+    /// The answer to an [`Outgoing::Probe`]: those of the probed nodes that
+    /// have no connection to the bus (possibly none). A node that stopped
+    /// answering but is still connected (a hung process) is not among them.
+    Absent(Vec<NodeId>),
+}
+
+/// What a node hands its bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A payload for every node subscribed to the subject.
+    Payload(Vec<u8>),
+    /// Asks which of these nodes are no longer connected to the bus; the
+    /// answer comes as [`BusEvent::Absent`], unless the bus is lost meanwhile.
+    Probe(Vec<NodeId>),
+}
+
+/// The name under which a node is present on the bus for as long as its
+/// connection lives (a Redis channel or a NATS subject it subscribes to):
+/// what [`Outgoing::Probe`] looks for.
+pub fn presence_subject(subject: &str, node: NodeId) -> String {
+    format!("{subject}.node.{node:x}")
 }
 
 /// Why a bus could not be set up at all. Losing the connection later is not
@@ -67,16 +92,18 @@ pub trait BusObserver: Send + Sync + 'static {
 /// A message bus carrying one cluster's payloads.
 pub trait Backplane: Send + 'static {
     /// Runs until `outgoing` is closed: keeps a connection to the bus
-    /// (reconnecting with [`Backoff`] after any loss, forever), publishes
-    /// every payload taken from `outgoing` on `subject` in the order taken,
-    /// and reports to `incoming` every payload received on `subject` and
-    /// every change of the connection's state. Payloads taken while not
+    /// (reconnecting with [`Backoff`] after any loss, forever), on which
+    /// `node` is present (see [`presence_subject`]); publishes every payload
+    /// taken from `outgoing` on `subject` in the order taken, answers its
+    /// probes, and reports to `incoming` every payload received on `subject`
+    /// and every change of the connection's state. Payloads taken while not
     /// connected are dropped (and reported to `observer`), never queued
-    /// without bound.
+    /// without bound; so are probes.
     fn run(
         self: Box<Self>,
         subject: String,
-        outgoing: mpsc::Receiver<Vec<u8>>,
+        node: NodeId,
+        outgoing: mpsc::Receiver<Outgoing>,
         incoming: mpsc::UnboundedSender<BusEvent>,
         observer: std::sync::Arc<dyn BusObserver>,
     ) -> BoxFuture<'static, ()>;
@@ -103,13 +130,15 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backplane>, BusError> {
 /// when `outgoing` or `incoming` closed first: the caller's `run` is over.
 async fn while_disconnected<F: Future>(
     work: F,
-    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
     incoming: &mpsc::UnboundedSender<BusEvent>,
     observer: &dyn BusObserver,
 ) -> Option<F::Output> {
     let drop_until_closed = async {
-        while outgoing.recv().await.is_some() {
-            observer.dropped();
+        while let Some(taken) = outgoing.recv().await {
+            if let Outgoing::Payload(_) = taken {
+                observer.dropped();
+            }
         }
     };
     tokio::select! {

@@ -15,9 +15,11 @@
 //! (a payload the bus dropped) asks it for a snapshot of everything it holds,
 //! and a node that connects (at start-up, or when the bus comes back) sends
 //! its snapshot and asks for everyone else's. A node that is silent for
-//! [`LEASE`] is dead: the others forget what it held, which sends
-//! `member_removed` (and the webhooks) for its users who have no connection
-//! left anywhere. Webhooks of cluster-wide changes (a channel occupied or
+//! [`SUSPECT`] is looked for on the bus: if its connection is gone (its
+//! process died), it is dead at once; otherwise (hung, or cut off with its
+//! connection still open) it is dead once silent for [`LEASE`]. The others
+//! then forget what it held, which sends `member_removed` (and the webhooks)
+//! for its users who have no connection left anywhere. Webhooks of cluster-wide changes (a channel occupied or
 //! vacated, a member added or removed) are sent by one node, the leader (the
 //! live node with the smallest id), from its own view, so the cluster sends
 //! each once; `client_event` webhooks are sent by the node of the sender.
@@ -36,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::registry::App;
-use bus::{BusError, BusEvent, BusObserver};
+use bus::{BusError, BusEvent, BusObserver, Outgoing};
 use view::ChannelReport;
 pub use view::NodeId;
 
@@ -47,6 +49,23 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Five heartbeats: a node under load may miss a few, and a dead one is
 /// forgotten well within 10 s.
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How long a node may stay silent before the others ask the bus whether it
+/// still has a connection there: one and a half heartbeats, so a live node is
+/// asked about only when late. A node whose connection is gone is dead then,
+/// within about [`SUSPECT`] plus [`WATCH`] of its crash, instead of [`LEASE`].
+pub const SUSPECT: Duration = Duration::from_millis(1500);
+
+/// How often a node looks for silent peers.
+pub const WATCH: Duration = Duration::from_millis(250);
+
+/// How long a silent peer found present on the bus is left alone before it
+/// is asked about again.
+const PROBE_AGAIN: Duration = Duration::from_secs(1);
+
+/// Nodes forgotten lately, remembered so that one coming back (a hung
+/// process resumed, a network healed) is a change the cluster announces.
+const FORGOTTEN_KEPT: usize = 256;
 
 /// Reports waiting for the bus; beyond, reports are dropped and the node
 /// sends a snapshot once it catches up, so a bus slower than the node's
@@ -317,12 +336,16 @@ impl Joining {
             return;
         };
         let (outgoing, bus_queue) = mpsc::channel(1024);
+        let node_id = self.link.node;
         let (incoming_sender, incoming) = mpsc::unbounded_channel();
         let observer = Arc::new(Observer(metrics.clone()));
-        let bus = runtime.spawn(
-            self.bus
-                .run(self.subject, bus_queue, incoming_sender, observer),
-        );
+        let bus = runtime.spawn(self.bus.run(
+            self.subject,
+            node_id,
+            bus_queue,
+            incoming_sender,
+            observer,
+        ));
         let node = Node {
             link: self.link,
             apps: apps
@@ -331,6 +354,9 @@ impl Joining {
                 .collect(),
             metrics,
             connected: false,
+            probe_after: Instant::now(),
+            last_beat: Instant::now(),
+            forgotten: Default::default(),
             seq: 0,
             peers: HashMap::new(),
             parts: HashMap::new(),
@@ -358,8 +384,13 @@ struct Peer {
     apps: std::collections::HashSet<Arc<str>>,
     /// The apps whose snapshot from this peer was applied. Until then,
     /// what the peer reports is news to this node only, not a change of the
-    /// cluster: it sends no webhook (the node that led then did).
+    /// cluster: it sends no webhook (the node that led then did). Except
+    /// for a peer this node had forgotten (`returning`): what it holds left
+    /// the cluster then, and comes back now.
     synced: std::collections::HashSet<Arc<str>>,
+    returning: bool,
+    /// When the bus was last asked whether it is still connected.
+    probed_at: Option<Instant>,
 }
 
 /// The task that carries an app's reports to the bus and the others'
@@ -369,12 +400,19 @@ struct Node {
     apps: HashMap<Arc<str>, Arc<App>>,
     metrics: Metrics,
     connected: bool,
+    /// Silent peers are not looked for on the bus before then (see `on_watch`).
+    probe_after: Instant,
+    /// When the last heartbeat was sent: a node that finds it much longer
+    /// ago than [`HEARTBEAT`] was itself stalled (see `on_beat`).
+    last_beat: Instant,
+    /// The last [`FORGOTTEN_KEPT`] nodes forgotten.
+    forgotten: std::collections::VecDeque<NodeId>,
     seq: u64,
     peers: HashMap<NodeId, Peer>,
     /// Snapshot parts received so far, by sender and app.
     parts: HashMap<(NodeId, Arc<str>), SnapshotParts>,
     started: Instant,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<Outgoing>,
 }
 
 impl Node {
@@ -385,6 +423,8 @@ impl Node {
     ) {
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(WATCH);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 report = queue.recv() => {
@@ -412,6 +452,7 @@ impl Node {
                     self.on_bus(event).await;
                 }
                 _ = beat.tick() => self.on_beat().await,
+                _ = watch.tick() => self.on_watch().await,
             }
         }
     }
@@ -432,7 +473,12 @@ impl Node {
                 .cluster
                 .reports_out
                 .inc_by(envelope.r.len() as u64);
-            if self.outgoing.send(payload).await.is_err() {
+            if self
+                .outgoing
+                .send(Outgoing::Payload(payload))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -474,8 +520,13 @@ impl Node {
                 self.connected = true;
                 self.metrics.cluster.connected.set(1);
                 // Peers could not be heard while the bus was away: their
-                // leases start again now.
+                // leases start again now, and they are given the time to
+                // reconnect (each on its own backoff) before a peer not
+                // back yet is taken for dead.
                 let now = Instant::now();
+                if !self.peers.is_empty() {
+                    self.probe_after = now + LEASE;
+                }
                 for peer in self.peers.values_mut() {
                     peer.last_seen = now;
                 }
@@ -487,6 +538,7 @@ impl Node {
                 self.metrics.cluster.connected.set(0);
             }
             BusEvent::Message(payload) => self.on_payload(&payload),
+            BusEvent::Absent(nodes) => self.on_absent(nodes),
         }
     }
 
@@ -539,6 +591,8 @@ impl Node {
                         last_seen: now,
                         apps: Default::default(),
                         synced: Default::default(),
+                        returning: self.forgotten.contains(&envelope.n),
+                        probed_at: None,
                     },
                 );
                 if !says_hello {
@@ -631,8 +685,23 @@ impl Node {
     }
 
     async fn on_beat(&mut self) {
+        let now = Instant::now();
+        let stalled = now.duration_since(self.last_beat) > LEASE / 2;
+        self.last_beat = now;
         if !self.connected {
             return;
+        }
+        if stalled {
+            // This node was stalled (stopped, or starved of CPU), not its
+            // peers: they were not heard because it was not listening. Their
+            // leases start again now; one that died meanwhile is still found
+            // gone by the bus (`on_watch`).
+            tracing::warn!(
+                "cluster node stalled past half a lease: the others' leases start again"
+            );
+            for peer in self.peers.values_mut() {
+                peer.last_seen = now;
+            }
         }
         let at = self.started.elapsed().as_micros() as u64;
         self.send(vec![Report::Heartbeat { at }]).await;
@@ -658,15 +727,70 @@ impl Node {
         }
     }
 
+    /// Asks the bus about peers silent for [`SUSPECT`]. Not in the first
+    /// [`LEASE`] after this node reconnected: after the bus came back, the
+    /// others reconnect one by one, and a peer not back yet is absent
+    /// without being dead.
+    async fn on_watch(&mut self) {
+        let now = Instant::now();
+        if !self.connected || now < self.probe_after {
+            return;
+        }
+        let mut suspects = Vec::new();
+        for (node, peer) in &mut self.peers {
+            let silent = now.duration_since(peer.last_seen) > SUSPECT;
+            let due = peer
+                .probed_at
+                .is_none_or(|at| now.duration_since(at) >= PROBE_AGAIN);
+            if silent && due {
+                peer.probed_at = Some(now);
+                suspects.push(*node);
+            }
+        }
+        if !suspects.is_empty() {
+            let _ = self.outgoing.send(Outgoing::Probe(suspects)).await;
+        }
+    }
+
+    /// Forgets the peers the bus says have no connection any more, unless
+    /// they spoke since they were asked about.
+    fn on_absent(&mut self, nodes: Vec<NodeId>) {
+        if !self.connected {
+            return;
+        }
+        for node in nodes {
+            let gone = self
+                .peers
+                .get(&node)
+                .is_some_and(|peer| peer.probed_at.is_some_and(|at| peer.last_seen < at));
+            if !gone {
+                continue;
+            }
+            if self.peers.get(&node).is_some_and(|p| !p.apps.is_empty()) {
+                tracing::warn!(
+                    node = format!("{node:x}"),
+                    "cluster node silent and gone from the bus: forgotten"
+                );
+                self.metrics.cluster.nodes_lost.inc();
+            }
+            self.forget(node);
+        }
+    }
+
     fn is_synced(&self, peer: NodeId, app: &str) -> bool {
         self.peers
             .get(&peer)
-            .is_some_and(|p| p.synced.contains(app))
+            .is_some_and(|p| p.returning || p.synced.contains(app))
     }
 
     /// Forgets everything a node held: it is gone.
     fn forget(&mut self, node: NodeId) {
-        self.peers.remove(&node);
+        if self.peers.remove(&node).is_some() {
+            if self.forgotten.len() == FORGOTTEN_KEPT {
+                self.forgotten.pop_front();
+            }
+            self.forgotten.push_back(node);
+        }
         self.parts.retain(|(from, _), _| *from != node);
         // Leadership first: if the node that is gone led, its successor
         // sends the webhooks of what the gone node held.

@@ -1,7 +1,10 @@
 //! Core NATS (no JetStream) as the cluster's bus: one client that subscribes
 //! to the subject and publishes on it. async-nats reconnects by itself; this
 //! file turns its connection events into [`BusEvent`]s and keeps payloads
-//! from piling up in its buffer while it is away.
+//! from piling up in its buffer while it is away. A node is present on the
+//! bus through a subscription to its presence subject, which it answers: the
+//! server drops it the moment the connection closes, and a request to a
+//! subject nobody subscribes to is answered at once with "no responders".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,10 @@ use async_nats::{Client, ConnectOptions, Event, ServerAddr, Subject, Subscriber}
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::{fits, next, while_disconnected, Backoff, Backplane, BusError, BusEvent, BusObserver};
+use super::{
+    fits, next, presence_subject, while_disconnected, Backoff, Backplane, BusError, BusEvent,
+    BusObserver, NodeId, Outgoing,
+};
 use realtime_core::BoxFuture;
 
 /// How long one connection attempt (TCP and the INFO/CONNECT exchange) may take.
@@ -32,6 +38,11 @@ const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`subscribed`]) may take.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a probe waits for a present node's answer. Only a node whose
+/// subscription is gone is reported absent (the server says so at once); a
+/// node that is slow to answer, or hung, counts as present.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A NATS server (or cluster of them, through the one URL) as the bus.
 pub(super) struct NatsBus {
     server: ServerAddr,
@@ -51,11 +62,19 @@ impl Backplane for NatsBus {
     fn run(
         self: Box<Self>,
         subject: String,
-        outgoing: mpsc::Receiver<Vec<u8>>,
+        node: NodeId,
+        outgoing: mpsc::Receiver<Outgoing>,
         incoming: mpsc::UnboundedSender<BusEvent>,
         observer: Arc<dyn BusObserver>,
     ) -> BoxFuture<'static, ()> {
-        Box::pin(run(self.server, subject, outgoing, incoming, observer))
+        Box::pin(run(
+            self.server,
+            subject,
+            node,
+            outgoing,
+            incoming,
+            observer,
+        ))
     }
 }
 
@@ -80,11 +99,13 @@ enum Ended {
 async fn run(
     server: ServerAddr,
     subject: String,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    node: NodeId,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     incoming: mpsc::UnboundedSender<BusEvent>,
     observer: Arc<dyn BusObserver>,
 ) {
     let observer = &*observer;
+    let presence = Subject::from(presence_subject(&subject, node));
     let subject = Subject::from(subject);
     let mut backoff = Backoff::default();
     let mut connected_before = false;
@@ -109,6 +130,7 @@ async fn run(
                 let ended = serve(
                     &client,
                     &subject,
+                    &presence,
                     &mut changes,
                     &mut connected_before,
                     &mut outgoing,
@@ -191,12 +213,14 @@ fn reconnect_delay(attempts: usize) -> Duration {
 
 /// Carries payloads both ways with one client, through its own reconnections,
 /// until `run` is over or the client breaks.
+#[allow(clippy::too_many_arguments)] // the run loop's state, lent for one client's life
 async fn serve(
     client: &Client,
     subject: &Subject,
+    presence: &Subject,
     changes: &mut mpsc::UnboundedReceiver<Change>,
     connected_before: &mut bool,
-    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
     incoming: &mpsc::UnboundedSender<BusEvent>,
     observer: &dyn BusObserver,
 ) -> Ended {
@@ -207,6 +231,16 @@ async fn serve(
         Err(error) => {
             observer.error();
             tracing::error!(%error, %subject, "cluster bus (nats): subscribing failed");
+            return Ended::Broken;
+        }
+    };
+    // Subscribed before the subject's round trip in `subscribed`, so it is
+    // in place once the node is told Connected.
+    let mut probed: Subscriber = match client.subscribe(presence.clone()).await {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            observer.error();
+            tracing::error!(%error, %presence, "cluster bus (nats): subscribing failed");
             return Ended::Broken;
         }
     };
@@ -264,9 +298,26 @@ async fn serve(
                 // The client's connection task has ended (it gave up).
                 None => break Ended::Broken,
             },
-            payload = outgoing.recv() => {
-                let Some(payload) = payload else {
-                    break Ended::Closed;
+            probe = next(&mut probed) => match probe {
+                Some(probe) => {
+                    // Present: any answer will do. Queued only (the client
+                    // flushes by itself), so nothing here waits on the wire.
+                    if let Some(reply) = probe.reply {
+                        let _ = client.publish(reply, Default::default()).await;
+                    }
+                }
+                None => break Ended::Broken,
+            },
+            taken = outgoing.recv() => {
+                let payload = match taken {
+                    Some(Outgoing::Payload(payload)) => payload,
+                    Some(Outgoing::Probe(nodes)) => {
+                        if connected {
+                            tokio::spawn(probe(client.clone(), subject.to_string(), nodes, incoming.clone()));
+                        }
+                        continue;
+                    }
+                    None => break Ended::Closed,
                 };
                 if !fits(&payload, observer) {
                     continue;
@@ -311,6 +362,27 @@ async fn serve(
         let _ = incoming.send(BusEvent::Disconnected);
     }
     ended
+}
+
+/// Answers a probe: the nodes whose presence subject has no subscriber, as
+/// the server says at once ("no responders"). A node that answers, or does
+/// not answer within [`PROBE_TIMEOUT`], is present.
+async fn probe(
+    client: Client,
+    subject: String,
+    nodes: Vec<NodeId>,
+    incoming: mpsc::UnboundedSender<BusEvent>,
+) {
+    let mut absent = Vec::new();
+    for node in nodes {
+        let asked = client.request(presence_subject(&subject, node), Default::default());
+        if let Ok(Err(error)) = timeout(PROBE_TIMEOUT, asked).await {
+            if error.kind() == async_nats::RequestErrorKind::NoResponders {
+                absent.push(node);
+            }
+        }
+    }
+    let _ = incoming.send(BusEvent::Absent(absent));
 }
 
 /// Whether the server has this client's subscriptions in place: the client

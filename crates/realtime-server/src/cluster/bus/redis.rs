@@ -1,5 +1,8 @@
 //! Redis pub/sub as the cluster's bus: one connection subscribed to the
-//! subject, a second (multiplexed) one that PUBLISHes, rebuilt together after any loss.
+//! subject (and to the node's presence channel), a second (multiplexed) one
+//! that PUBLISHes and probes, rebuilt together after any loss. Redis drops a
+//! connection's subscriptions the moment it closes, so `PUBSUB NUMSUB` of a
+//! node's presence channel says whether its process still holds one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +12,10 @@ use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Value};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::{fits, next, while_disconnected, Backoff, Backplane, BusError, BusEvent, BusObserver};
+use super::{
+    fits, next, presence_subject, while_disconnected, Backoff, Backplane, BusError, BusEvent,
+    BusObserver, NodeId, Outgoing,
+};
 use realtime_core::BoxFuture;
 
 /// How long connecting (TCP, AUTH, SELECT, SUBSCRIBE) may take. The pub/sub
@@ -45,11 +51,19 @@ impl Backplane for RedisBus {
     fn run(
         self: Box<Self>,
         subject: String,
-        outgoing: mpsc::Receiver<Vec<u8>>,
+        node: NodeId,
+        outgoing: mpsc::Receiver<Outgoing>,
         incoming: mpsc::UnboundedSender<BusEvent>,
         observer: Arc<dyn BusObserver>,
     ) -> BoxFuture<'static, ()> {
-        Box::pin(run(self.client, subject, outgoing, incoming, observer))
+        Box::pin(run(
+            self.client,
+            subject,
+            node,
+            outgoing,
+            incoming,
+            observer,
+        ))
     }
 }
 
@@ -75,7 +89,8 @@ struct Session {
 async fn run(
     client: Client,
     subject: String,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    node: NodeId,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     incoming: mpsc::UnboundedSender<BusEvent>,
     observer: Arc<dyn BusObserver>,
 ) {
@@ -83,7 +98,7 @@ async fn run(
     let mut backoff = Backoff::default();
     let mut connected_before = false;
     loop {
-        let attempt = connect(&client, &subject);
+        let attempt = connect(&client, &subject, node);
         let Some(attempt) = while_disconnected(attempt, &mut outgoing, &incoming, observer).await
         else {
             return;
@@ -131,14 +146,15 @@ async fn run(
 /// Opens both connections and subscribes; the subscription is confirmed by
 /// the server before this returns, so payloads published after
 /// [`BusEvent::Connected`] reach this node too.
-async fn connect(client: &Client, subject: &str) -> Result<Session, Lost> {
+async fn connect(client: &Client, subject: &str, node: NodeId) -> Result<Session, Lost> {
     let within = |deadline: Duration| async move {
         tokio::time::sleep(deadline).await;
         Lost::Timeout(deadline)
     };
     let setup = async {
         let (mut sink, messages) = client.get_async_pubsub().await?.split();
-        sink.subscribe(subject).await?;
+        sink.subscribe(&[subject.to_owned(), presence_subject(subject, node)])
+            .await?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -159,12 +175,46 @@ async fn connect(client: &Client, subject: &str) -> Result<Session, Lost> {
     }
 }
 
+/// Answers a probe: the nodes whose presence channel has no subscriber.
+/// A failed query answers nothing (the node will ask again); a lost
+/// connection is noticed by the publishing path.
+fn probe(
+    mut publisher: MultiplexedConnection,
+    subject: &str,
+    nodes: Vec<NodeId>,
+    incoming: mpsc::UnboundedSender<BusEvent>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let channels: Vec<String> = nodes
+        .iter()
+        .map(|node| presence_subject(subject, *node))
+        .collect();
+    async move {
+        let counts = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channels)
+            .query_async::<Vec<(String, u64)>>(&mut publisher)
+            .await;
+        match counts {
+            Ok(counts) => {
+                let absent = nodes
+                    .into_iter()
+                    .zip(counts)
+                    .filter(|(_, (_, subscribers))| *subscribers == 0)
+                    .map(|(node, _)| node)
+                    .collect();
+                let _ = incoming.send(BusEvent::Absent(absent));
+            }
+            Err(error) => tracing::debug!(%error, "cluster bus (redis): probe failed"),
+        }
+    }
+}
+
 /// Carries payloads both ways until `outgoing` or `incoming` closes (`Ok`) or
 /// the connection is lost (`Err`).
 async fn serve(
     mut session: Session,
     subject: &str,
-    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
     incoming: &mpsc::UnboundedSender<BusEvent>,
     observer: &dyn BusObserver,
 ) -> Result<(), Lost> {
@@ -178,14 +228,25 @@ async fn serve(
                     return Err(Lost::Closed);
                 };
                 idle.as_mut().reset(Instant::now() + IDLE_PING);
+                if message.get_channel_name() != subject {
+                    // The presence channel: nobody publishes there.
+                    continue;
+                }
                 let payload = message.get_payload_bytes().to_vec();
                 if incoming.send(BusEvent::Message(payload)).is_err() {
                     return Ok(());
                 }
             }
-            payload = outgoing.recv() => {
-                let Some(payload) = payload else {
-                    return Ok(());
+            taken = outgoing.recv() => {
+                let payload = match taken {
+                    Some(Outgoing::Payload(payload)) => payload,
+                    Some(Outgoing::Probe(nodes)) => {
+                        // Apart, so a slow answer holds no payload back.
+                        let probe = probe(session.publisher.clone(), subject, nodes, incoming.clone());
+                        tokio::spawn(probe);
+                        continue;
+                    }
+                    None => return Ok(()),
                 };
                 if !fits(&payload, observer) {
                     continue;
