@@ -785,9 +785,11 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           const hung = c.alive.find((i) => i !== lead);
           const name4 = channelName('presence-');
           const { channel: kim } = await subscribe(c.nodes[lead].client({ presence: presence('kim') }), name4);
-          await subscribe(c.nodes[hung].client({ presence: presence('lou') }), name4);
+          const { channel: lou } = await subscribe(c.nodes[hung].client({ presence: presence('lou') }), name4);
           await c.usersConverge(name4, ['kim', 'lou']);
           await waitUntil(() => memberIds(kim).includes('lou'), 10000, 'lou among kim\'s members');
+          // The hung node, resumed, knows it was the one stalled: kim never leaves lou's list.
+          const louSaw = [collect(lou, 'pusher:member_removed'), collect(lou, 'pusher:member_added')];
           await waitUntil(() => hooks().filter((e) => e.channel === name4).length >= 3, 10000, 'channel_occupied and member_added (2) webhooks');
           const removed = collect(kim, 'pusher:member_removed');
           const added = collect(kim, 'pusher:member_added');
@@ -820,6 +822,8 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           );
           assert.deepEqual(ids(removed), ['lou']);
           assert.deepEqual(ids(added), ['lou']);
+          assert.deepEqual(louSaw.map(ids), [[], []], 'member events seen on the node that hung');
+          assert.deepEqual(memberIds(lou), ['kim', 'lou']);
         });
 
         // FAILS about half the time at main 02e0c84 (server bug): the goodbye (and the
