@@ -42,26 +42,29 @@ use bus::{BusError, BusEvent, BusObserver, Outgoing};
 use view::ChannelReport;
 pub use view::NodeId;
 
-/// How often a node tells the others it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often a node tells the others it is alive. Two messages a second per
+/// node are nothing to a bus, and a dead node is suspected soon after.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// How long a node may stay silent before the others take it for dead.
-/// Five heartbeats: a node under load may miss a few, and a dead one is
-/// forgotten well within 10 s.
+/// How long a node may stay silent before the others take it for dead, even
+/// though the bus still has its connection (a hung process). Ten heartbeats:
+/// a node under load may miss a few, and a dead one is forgotten well within
+/// 10 s.
 pub const LEASE: Duration = Duration::from_secs(5);
 
 /// How long a node may stay silent before the others ask the bus whether it
 /// still has a connection there: one and a half heartbeats, so a live node is
-/// asked about only when late. A node whose connection is gone is dead then,
-/// within about [`SUSPECT`] plus [`WATCH`] of its crash, instead of [`LEASE`].
-pub const SUSPECT: Duration = Duration::from_millis(1500);
+/// asked about only when late (and asking about it is harmless). A node
+/// whose connection is gone is dead then: within about [`SUSPECT`] plus
+/// [`WATCH`] and a round trip of its last heartbeat, instead of [`LEASE`].
+pub const SUSPECT: Duration = Duration::from_millis(750);
 
 /// How often a node looks for silent peers.
-pub const WATCH: Duration = Duration::from_millis(250);
+pub const WATCH: Duration = Duration::from_millis(100);
 
 /// How long a silent peer found present on the bus is left alone before it
 /// is asked about again.
-const PROBE_AGAIN: Duration = Duration::from_secs(1);
+const PROBE_AGAIN: Duration = Duration::from_millis(500);
 
 /// Nodes forgotten lately, remembered so that one coming back (a hung
 /// process resumed, a network healed) is a change the cluster announces.
