@@ -1,7 +1,8 @@
 //! Nodes of a cluster in one process, linked by a real bus (Redis and NATS
 //! alike): presence and events cross nodes, a node that crashes is
-//! forgotten once the bus says it is gone, a bus absent at start-up is
-//! waited for, and a bus lost and back makes the nodes whole again.
+//! forgotten once the bus says it is gone and one that hangs when its lease
+//! lapses, a bus absent at start-up is waited for, and a bus lost and back
+//! makes the nodes whole again.
 //!
 //! Each test's nodes serve an app id of their own, so tests sharing the
 //! machine's Redis and NATS do not see each other's channels.
@@ -164,6 +165,67 @@ async fn a_crashed_node_is_forgotten_once_gone_from_the_bus(kind: Kind) {
     assert_eq!(survivor.server.metrics().cluster.nodes_lost.get(), 1);
 }
 
+/// Counts nothing: the hung peer's bus needs an observer.
+struct Unobserved;
+
+impl realtime_server::cluster::bus::BusObserver for Unobserved {
+    fn error(&self) {}
+    fn reconnected(&self) {}
+    fn dropped(&self) {}
+}
+
+/// A node that hangs keeps its connection to the bus (nothing closes it):
+/// looked for on the bus when late, it is found there, and is forgotten only
+/// when its lease lapses. The hung node is played by a bus connection of its
+/// own that says, in the cluster's wire format, that "ghost" is present on
+/// it, and then nothing more.
+async fn a_hung_node_is_forgotten_when_its_lease_lapses(kind: Kind) {
+    use realtime_server::cluster::bus::{self, BusEvent, Outgoing};
+    use realtime_server::cluster::{Report, LEASE};
+    let url = kind.shared_url();
+    let id = app_id();
+    let survivor = node(&url, &id);
+    eventually("the survivor on the bus", || connected(&survivor)).await;
+
+    let hung_id = rand::random::<u64>() >> 1;
+    let (outgoing, taken) = tokio::sync::mpsc::channel(8);
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    let hung_bus = tokio::spawn(bus::from_url(&url).unwrap().run(
+        "realtime-cluster".to_owned(),
+        hung_id,
+        taken,
+        heard,
+        Arc::new(Unobserved),
+    ));
+    while hearing.recv().await != Some(BusEvent::Connected) {}
+    let ghost = Report::Member {
+        a: id.as_str().into(),
+        c: "presence-room".to_owned(),
+        u: "ghost".to_owned(),
+        on: true,
+        i: None,
+    };
+    let envelope = json!({ "n": hung_id, "s": 1, "r": [ghost] });
+    outgoing
+        .send(Outgoing::Payload(envelope.to_string().into_bytes()))
+        .await
+        .unwrap();
+    eventually("ghost listed on the survivor", || {
+        users(&survivor) == ["ghost"]
+    })
+    .await;
+    let hung_at = Instant::now();
+
+    eventually("ghost forgotten", || users(&survivor).is_empty()).await;
+    let took = hung_at.elapsed();
+    assert!(
+        took >= LEASE - Duration::from_millis(500),
+        "forgotten after {took:?}, before its lease lapsed"
+    );
+    assert!(took < Duration::from_secs(10), "forgotten after {took:?}");
+    hung_bus.abort();
+}
+
 async fn a_bus_absent_at_start_up_is_waited_for(kind: Kind) {
     let port = free_port();
     let url = kind.url(port);
@@ -245,6 +307,7 @@ macro_rules! on_both_buses {
 on_both_buses!(
     presence_and_events_cross_nodes,
     a_crashed_node_is_forgotten_once_gone_from_the_bus,
+    a_hung_node_is_forgotten_when_its_lease_lapses,
     a_bus_absent_at_start_up_is_waited_for,
     a_bus_lost_and_back_makes_the_nodes_whole_again,
 );

@@ -19,10 +19,11 @@
 //! process died), it is dead at once; otherwise (hung, or cut off with its
 //! connection still open) it is dead once silent for [`LEASE`]. The others
 //! then forget what it held, which sends `member_removed` (and the webhooks)
-//! for its users who have no connection left anywhere. Webhooks of cluster-wide changes (a channel occupied or
-//! vacated, a member added or removed) are sent by one node, the leader (the
-//! live node with the smallest id), from its own view, so the cluster sends
-//! each once; `client_event` webhooks are sent by the node of the sender.
+//! for its users who have no connection left anywhere. Webhooks of
+//! cluster-wide changes (a channel occupied or vacated, a member added or
+//! removed) are sent by one node, the leader (the live node with the
+//! smallest id), from its own view, so the cluster sends each once;
+//! `client_event` webhooks are sent by the node of the sender.
 
 pub mod bus;
 pub mod view;
@@ -391,6 +392,7 @@ struct Peer {
     /// for a peer this node had forgotten (`returning`): what it holds left
     /// the cluster then, and comes back now.
     synced: std::collections::HashSet<Arc<str>>,
+    /// This node had forgotten it (see `synced`).
     returning: bool,
     /// When the bus was last asked whether it is still connected.
     probed_at: Option<Instant>,
