@@ -717,15 +717,7 @@ impl Node {
             .map(|(node, _)| *node)
             .collect();
         for node in dead {
-            // A node of another cluster on the same bus is no loss of ours.
-            if self.peers.get(&node).is_some_and(|p| !p.apps.is_empty()) {
-                tracing::warn!(
-                    node = format!("{node:x}"),
-                    "cluster node silent past its lease: forgotten"
-                );
-                self.metrics.cluster.nodes_lost.inc();
-            }
-            self.forget(node);
+            self.forget_lost(node, "cluster node silent past its lease: forgotten");
         }
         if self.link.lost.swap(false, Ordering::Relaxed) {
             self.snapshot_all();
@@ -768,18 +760,21 @@ impl Node {
                 .peers
                 .get(&node)
                 .is_some_and(|peer| peer.probed_at.is_some_and(|at| peer.last_seen < at));
-            if !gone {
-                continue;
+            if gone {
+                self.forget_lost(node, "cluster node silent and gone from the bus: forgotten");
             }
-            if self.peers.get(&node).is_some_and(|p| !p.apps.is_empty()) {
-                tracing::warn!(
-                    node = format!("{node:x}"),
-                    "cluster node silent and gone from the bus: forgotten"
-                );
-                self.metrics.cluster.nodes_lost.inc();
-            }
-            self.forget(node);
         }
+    }
+
+    /// Forgets a node that left without a goodbye, saying so (`why`) if it
+    /// served an app of this one: a node of another cluster on the same bus
+    /// is no loss of ours.
+    fn forget_lost(&mut self, node: NodeId, why: &str) {
+        if self.peers.get(&node).is_some_and(|p| !p.apps.is_empty()) {
+            tracing::warn!(node = format!("{node:x}"), "{why}");
+            self.metrics.cluster.nodes_lost.inc();
+        }
+        self.forget(node);
     }
 
     fn is_synced(&self, peer: NodeId, app: &str) -> bool {

@@ -226,23 +226,13 @@ async fn serve(
 ) -> Ended {
     // Renewed by the client after each reconnection; Connected is reported
     // only once the server is known to have it (see `subscribed`).
-    let mut subscriber: Subscriber = match client.subscribe(subject.clone()).await {
-        Ok(subscriber) => subscriber,
-        Err(error) => {
-            observer.error();
-            tracing::error!(%error, %subject, "cluster bus (nats): subscribing failed");
-            return Ended::Broken;
-        }
+    let Some(mut subscriber) = subscribe(client, subject, observer).await else {
+        return Ended::Broken;
     };
     // Subscribed before the subject's round trip in `subscribed`, so it is
     // in place once the node is told Connected.
-    let mut probed: Subscriber = match client.subscribe(presence.clone()).await {
-        Ok(subscriber) => subscriber,
-        Err(error) => {
-            observer.error();
-            tracing::error!(%error, %presence, "cluster bus (nats): subscribing failed");
-            return Ended::Broken;
-        }
+    let Some(mut probed) = subscribe(client, presence, observer).await else {
+        return Ended::Broken;
     };
     // What the node was told: Connected is sent only once subscribed.
     let mut connected = false;
@@ -362,6 +352,23 @@ async fn serve(
         let _ = incoming.send(BusEvent::Disconnected);
     }
     ended
+}
+
+/// A subscription to `subject`, or `None` (counted and logged) when the
+/// client cannot make one any more.
+async fn subscribe(
+    client: &Client,
+    subject: &Subject,
+    observer: &dyn BusObserver,
+) -> Option<Subscriber> {
+    match client.subscribe(subject.clone()).await {
+        Ok(subscriber) => Some(subscriber),
+        Err(error) => {
+            observer.error();
+            tracing::error!(%error, %subject, "cluster bus (nats): subscribing failed");
+            None
+        }
+    }
 }
 
 /// Answers a probe: the nodes whose presence subject has no subscriber, as
