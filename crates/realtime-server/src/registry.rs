@@ -25,7 +25,7 @@ use crate::cache::EventCache;
 use crate::cluster::view::{
     ChannelReport, MemberChange, RemoteChannel, RemoteView, Transition, UserChange,
 };
-use crate::cluster::{ClusterLink, NodeId, Report};
+use crate::cluster::{Announce, ClusterLink, NodeId, Report};
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::outbox::{
@@ -219,6 +219,11 @@ impl App {
         self.leads.store(leads, Ordering::Relaxed);
     }
 
+    /// Whether this node sends the app's webhooks of cluster-wide changes.
+    pub fn is_cluster_leader(&self) -> bool {
+        self.leads.load(Ordering::Relaxed)
+    }
+
     /// The app's settings.
     pub fn config(&self) -> &AppConfig {
         &self.config
@@ -249,6 +254,16 @@ impl App {
     fn cluster_webhook(&self, event: WebhookEvent) {
         if self.leads.load(Ordering::Relaxed) {
             self.webhook(event);
+        }
+    }
+
+    /// Sends the webhook of a cluster-wide change another node reported, as
+    /// `announce` says.
+    fn peer_webhook(&self, announce: Announce, event: WebhookEvent) {
+        match announce {
+            Announce::No => {}
+            Announce::IfLeading => self.cluster_webhook(event),
+            Announce::Anyway => self.webhook(event),
         }
     }
 
@@ -1200,7 +1215,7 @@ impl App {
         peer: NodeId,
         channel: &str,
         count: usize,
-        announce: bool,
+        announce: Announce,
     ) {
         let mut deliveries = Deliveries::default();
         {
@@ -1219,7 +1234,7 @@ impl App {
         channel: &str,
         user_id: &str,
         present: Option<Option<Value>>,
-        announce: bool,
+        announce: Announce,
     ) {
         let mut deliveries = Deliveries::default();
         {
@@ -1238,7 +1253,7 @@ impl App {
         peer: NodeId,
         channels: &[ChannelReport],
         users: &[String],
-        announce: bool,
+        announce: Announce,
     ) {
         let mut deliveries = Deliveries::default();
         {
@@ -1259,7 +1274,7 @@ impl App {
         &self,
         state: &State,
         transition: Transition,
-        announce: bool,
+        announce: Announce,
         deliveries: &mut Deliveries,
     ) {
         match transition {
@@ -1273,17 +1288,23 @@ impl App {
                     .channels
                     .get(&channel)
                     .map_or(0, |c| c.subscribers.len());
-                if !announce || here > 0 || ChannelKind::of(&channel) == ChannelKind::ServerToUser {
+                if here > 0 || ChannelKind::of(&channel) == ChannelKind::ServerToUser {
                     return;
                 }
                 if before == 0 && after > 0 {
-                    self.cluster_webhook(WebhookEvent::ChannelOccupied {
-                        channel: channel.to_string(),
-                    });
+                    self.peer_webhook(
+                        announce,
+                        WebhookEvent::ChannelOccupied {
+                            channel: channel.to_string(),
+                        },
+                    );
                 } else if before > 0 && after == 0 {
-                    self.cluster_webhook(WebhookEvent::ChannelVacated {
-                        channel: channel.to_string(),
-                    });
+                    self.peer_webhook(
+                        announce,
+                        WebhookEvent::ChannelVacated {
+                            channel: channel.to_string(),
+                        },
+                    );
                 }
             }
             Transition::Member {
@@ -1315,9 +1336,7 @@ impl App {
                 for (socket, subscriber) in entry.into_iter().flat_map(|c| &c.subscribers) {
                     deliveries.send(socket, &subscriber.outbox, frame.clone());
                 }
-                if announce {
-                    self.cluster_webhook(event);
-                }
+                self.peer_webhook(announce, event);
             }
         }
     }
@@ -2359,7 +2378,7 @@ mod tests {
 #[cfg(test)]
 mod cluster_tests {
     use super::*;
-    use crate::cluster::{apply_to_app, ClusterLink};
+    use crate::cluster::{apply_to_app, Announce, ClusterLink};
     use crate::webhooks::{Recorded, WebhookQueue};
     use realtime_core::Credentials;
     use serde_json::json;
@@ -2397,7 +2416,7 @@ mod cluster_tests {
                     let sender = nodes[from].id;
                     for (to, node) in nodes.iter().enumerate() {
                         if to != from {
-                            apply_to_app(&node.app, sender, report.clone(), true);
+                            apply_to_app(&node.app, sender, report.clone(), Announce::IfLeading);
                         }
                     }
                 }
@@ -2614,7 +2633,8 @@ mod cluster_tests {
         drain(&mut ann_rx);
         a.webhooks.take();
         // b dies: a forgets it (as its node does when the lease lapses).
-        a.app.apply_peer_snapshot(b.id, &[], &[], true);
+        a.app
+            .apply_peer_snapshot(b.id, &[], &[], Announce::IfLeading);
         assert_eq!(count(&drain(&mut ann_rx), "member_removed"), 1);
         assert_eq!(a.app.presence_users("presence-room"), ["ann"]);
         assert_eq!(a.app.channel_info("other").occupied, Some(false));

@@ -71,6 +71,23 @@ const PROBE_AGAIN: Duration = Duration::from_millis(500);
 /// process resumed, a network healed) is a change the cluster announces.
 const FORGOTTEN_KEPT: usize = 256;
 
+/// Whether a change that another node's report makes to the cluster is sent
+/// as a webhook by this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// No: this node is only learning what the peer holds (the cluster knew
+    /// it already, and its leader announced it then).
+    No,
+    /// If this node leads the app: the usual case, so the cluster sends each
+    /// change once.
+    IfLeading,
+    /// Yes, leading or not: the peer is back after this node, then leading,
+    /// announced its departure. The returning peer may lead again at once
+    /// (it has the smallest id) and sees nothing new; this node is the one
+    /// that knows what came back.
+    Anyway,
+}
+
 /// Reports waiting for the bus; beyond, reports are dropped and the node
 /// sends a snapshot once it catches up, so a bus slower than the node's
 /// clients costs completeness for a moment, never unbounded memory.
@@ -394,6 +411,9 @@ struct Peer {
     synced: std::collections::HashSet<Arc<str>>,
     /// This node had forgotten it (see `synced`).
     returning: bool,
+    /// The apps this node led when it forgot the peer: it announces what the
+    /// peer's first snapshot of each brings back ([`Announce::Anyway`]).
+    announces_return: std::collections::HashSet<Arc<str>>,
     /// When the bus was last asked whether it is still connected.
     probed_at: Option<Instant>,
 }
@@ -410,8 +430,9 @@ struct Node {
     /// When the last heartbeat was sent: a node that finds it much longer
     /// ago than [`HEARTBEAT`] was itself stalled (see `on_beat`).
     last_beat: Instant,
-    /// The last [`FORGOTTEN_KEPT`] nodes forgotten.
-    forgotten: std::collections::VecDeque<NodeId>,
+    /// The last [`FORGOTTEN_KEPT`] nodes forgotten, with the apps this node
+    /// led once they were gone.
+    forgotten: std::collections::VecDeque<(NodeId, Vec<Arc<str>>)>,
     seq: u64,
     peers: HashMap<NodeId, Peer>,
     /// Snapshot parts received so far, by sender and app.
@@ -589,6 +610,11 @@ impl Node {
                 peer.last_seen = now;
             }
             None => {
+                let forgotten = self
+                    .forgotten
+                    .iter()
+                    .position(|(node, _)| *node == envelope.n)
+                    .and_then(|at| self.forgotten.remove(at));
                 self.peers.insert(
                     envelope.n,
                     Peer {
@@ -596,7 +622,10 @@ impl Node {
                         last_seen: now,
                         apps: Default::default(),
                         synced: Default::default(),
-                        returning: self.forgotten.contains(&envelope.n),
+                        returning: forgotten.is_some(),
+                        announces_return: forgotten
+                            .map(|(_, led)| led.into_iter().collect())
+                            .unwrap_or_default(),
                         probed_at: None,
                     },
                 );
@@ -656,7 +685,7 @@ impl Node {
             | Report::Member { ref a, .. }
             | Report::Terminate { ref a, .. } => {
                 if let Some(app) = self.apps.get(a).cloned() {
-                    let announce = self.is_synced(from, a);
+                    let announce = self.announce(from, a);
                     apply_to_app(&app, from, report, announce);
                 }
             }
@@ -676,7 +705,12 @@ impl Node {
                 held.1.extend(users);
                 if last {
                     let (channels, users) = self.parts.remove(&key).unwrap_or_default();
-                    let announce = self.is_synced(from, &key.1);
+                    let mut announce = self.announce(from, &key.1);
+                    if let Some(peer) = self.peers.get_mut(&from) {
+                        if peer.announces_return.remove(&key.1) {
+                            announce = Announce::Anyway;
+                        }
+                    }
                     if let Some(app) = self.apps.get(&key.1) {
                         app.apply_peer_snapshot(from, &channels, &users, announce);
                     }
@@ -777,26 +811,36 @@ impl Node {
         self.forget(node);
     }
 
-    fn is_synced(&self, peer: NodeId, app: &str) -> bool {
-        self.peers
-            .get(&peer)
-            .is_some_and(|p| p.returning || p.synced.contains(app))
+    /// Whether this node sends the webhooks of what a peer's report about
+    /// an app changes (see [`Peer::synced`]).
+    fn announce(&self, peer: NodeId, app: &str) -> Announce {
+        match self.peers.get(&peer) {
+            Some(p) if p.returning || p.synced.contains(app) => Announce::IfLeading,
+            _ => Announce::No,
+        }
     }
 
     /// Forgets everything a node held: it is gone.
     fn forget(&mut self, node: NodeId) {
-        if self.peers.remove(&node).is_some() {
-            if self.forgotten.len() == FORGOTTEN_KEPT {
-                self.forgotten.pop_front();
-            }
-            self.forgotten.push_back(node);
-        }
+        let known = self.peers.remove(&node).is_some();
         self.parts.retain(|(from, _), _| *from != node);
         // Leadership first: if the node that is gone led, its successor
         // sends the webhooks of what the gone node held.
         self.peers_changed();
         for app in self.apps.values() {
-            app.apply_peer_snapshot(node, &[], &[], true);
+            app.apply_peer_snapshot(node, &[], &[], Announce::IfLeading);
+        }
+        if known {
+            let led = self
+                .apps
+                .iter()
+                .filter(|(_, app)| app.is_cluster_leader())
+                .map(|(id, _)| id.clone())
+                .collect();
+            if self.forgotten.len() == FORGOTTEN_KEPT {
+                self.forgotten.pop_front();
+            }
+            self.forgotten.push_back((node, led));
         }
     }
 
@@ -828,7 +872,7 @@ impl Node {
 /// node's app (node-level reports are the node's own business).
 /// `announce`: whether changes to the cluster are webhooks (see
 /// [`Peer::synced`]).
-pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report, announce: bool) {
+pub(crate) fn apply_to_app(app: &App, from: NodeId, report: Report, announce: Announce) {
     match report {
         Report::Publish { c, f, x, .. } => {
             app.deliver(&c, &f.into(), x.as_deref());
