@@ -14,7 +14,7 @@ const path = require('node:path');
 const Pusher = require('pusher');
 const PusherJS = require('pusher-js');
 const twilio = require('twilio');
-const { findBinary, freePort, sleep, startServer } = require('../lib/server');
+const { findBinary, keepOutput, freePort, sleep, startServer } = require('../lib/server');
 const { FakeTwilio, sid } = require('../lib/fake-twilio');
 const { releaseSockets } = require('../lib/clients');
 
@@ -117,12 +117,7 @@ class Inbox {
     this.exitInfo = null;
     const proc = spawn(this.bin, ['serve'], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
-    const keep = (chunk) => {
-      this.output += chunk.toString();
-      if (this.output.length > 400000) this.output = this.output.slice(-200000);
-    };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
+    keepOutput(proc, this, 400000);
     this.exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
         this.exitInfo = { code, signal };

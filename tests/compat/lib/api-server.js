@@ -14,7 +14,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const PusherJS = require('pusher-js');
-const { findBinary, freePort, sleep, REPO_ROOT } = require('./server');
+const { findBinary, keepOutput, freePort, sleep, REPO_ROOT } = require('./server');
 const { releaseSockets } = require('./clients');
 
 PusherJS.logToConsole = false;
@@ -111,13 +111,8 @@ class ApiServer {
         const extra = typeof extraEnv === 'function' ? extraEnv({ port, base }) : extraEnv;
         const env = { ...baseEnv, HOST: '127.0.0.1', PORT: String(port), ...(extra || {}) };
         const proc = spawn(bin, [], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-        let output = '';
-        const keep = (chunk) => {
-          output += chunk.toString();
-          if (output.length > 200000) output = output.slice(-100000);
-        };
-        proc.stdout.on('data', keep);
-        proc.stderr.on('data', keep);
+        const out = { output: '' };
+        keepOutput(proc, out);
         let exitInfo = null;
         const exited = new Promise((resolve) => {
           proc.once('exit', (code, signal) => {
@@ -149,14 +144,14 @@ class ApiServer {
             env,
             proc,
             exited,
-            logs: () => output,
+            logs: () => out.output,
             exitInfo: () => exitInfo,
             teamId,
             otherTeamId,
             otherUserId,
           });
         }
-        lastError = new Error(`api-server did not become healthy on port ${port} (exit ${JSON.stringify(exitInfo)}):\n${output}`);
+        lastError = new Error(`api-server did not become healthy on port ${port} (exit ${JSON.stringify(exitInfo)}):\n${out.output}`);
         if (!exitInfo) {
           proc.kill('SIGKILL');
           await exited;

@@ -438,7 +438,21 @@ async function rejectsWithStatus(promise, status) {
   throw new Error(`expected HTTP ${status}, but the request succeeded`);
 }
 
+/**
+ * Signs a pusher-js client in (once connected); resolves the answer,
+ * pusher:signin_success or pusher:error, and every frame it received.
+ */
+async function signin(client, ms = 3000) {
+  const frames = recordFrames(client);
+  await connected(client, ms);
+  client.signin();
+  const answered = () => frames.find((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error');
+  await waitUntil(answered, ms, 'pusher:signin_success');
+  return { answer: answered(), frames };
+}
+
 module.exports = {
+  signin,
   Harness,
   RawClient,
   Pusher,

@@ -7,11 +7,9 @@
 
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
 const { isDeepStrictEqual } = require('node:util');
-const { startServer, freePort, sleep } = require('./server');
+const { startServer, firstExecutable, keepOutput, canConnect, freePort, sleep } = require('./server');
 const { Harness, subscribe, waitUntil, channelName } = require('./clients');
 const { startWebhookReceiver } = require('./webhook-receiver');
 
@@ -38,17 +36,6 @@ function track(proc) {
   proc.once('exit', () => children.delete(proc));
 }
 
-function canConnect(host, port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
-    sock.once('connect', () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once('error', () => resolve(false));
-  });
-}
-
 /**
  * The shared bus of `kind` ('redis' or 'nats'): its URL, once it answers on TCP.
  * Throws (never skips) when it does not: the suite needs it.
@@ -57,7 +44,7 @@ async function sharedBus(kind) {
   const url = SHARED_BUS[kind];
   if (!url) throw new Error(`no shared bus of kind ${kind}`);
   const { hostname, port } = new URL(url);
-  if (!(await canConnect(hostname, Number(port)))) {
+  if (!(await canConnect(Number(port), hostname))) {
     throw new Error(
       `the ${kind} bus ${url} does not answer: start it (the suite expects Redis on 127.0.0.1:6379 ` +
         `and NATS on 127.0.0.1:4222, or set REALTIME_TEST_${kind.toUpperCase()}_URL)`
@@ -71,15 +58,8 @@ function findExecutable(name, envVar) {
   const explicit = process.env[envVar];
   const dirs = (process.env.PATH || '').split(path.delimiter).filter(Boolean);
   dirs.push('/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin');
-  const candidates = explicit ? [explicit] : dirs.map((d) => path.join(d, name));
-  for (const candidate of candidates) {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
+  const found = firstExecutable(explicit ? [explicit] : dirs.map((d) => path.join(d, name)));
+  if (found) return found;
   throw new Error(
     `${name} not found (${explicit ? `${envVar}=${explicit}` : `looked in ${dirs.join(':')}`}): ` +
       `the cluster suite starts its own ${name} for the tests that kill the bus; install it or set ${envVar}`
@@ -128,12 +108,7 @@ class OwnBus {
       track(proc);
       this.proc = proc;
       this.exitInfo = null;
-      const keep = (chunk) => {
-        this.output += chunk.toString();
-        if (this.output.length > 100000) this.output = this.output.slice(-50000);
-      };
-      proc.stdout.on('data', keep);
-      proc.stderr.on('data', keep);
+      keepOutput(proc, this, 100000);
       this.exited = new Promise((resolve) => {
         proc.once('exit', (code, signal) => {
           if (this.proc === proc) this.exitInfo = { code, signal };
@@ -145,7 +120,7 @@ class OwnBus {
       });
       const deadline = Date.now() + 10000;
       while (Date.now() < deadline && this.exitInfo === null) {
-        if (await canConnect('127.0.0.1', this.port)) return this;
+        if (await canConnect(this.port)) return this;
         await sleep(20);
       }
       lastError = new Error(

@@ -30,18 +30,38 @@ function findBinary(name = 'realtime-server', envVar = 'REALTIME_SERVER_BIN') {
   if (process.env.CARGO_TARGET_DIR) {
     candidates.push(path.resolve(process.env.CARGO_TARGET_DIR, 'debug', name));
   }
-  for (const candidate of candidates) {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // try the next one
-    }
-  }
+  const found = firstExecutable(candidates);
+  if (found) return found;
   throw new Error(
     `${name} binary not found (tried ${candidates.join(', ')}). Build it with ` +
       `\`cargo build -p ${name}\` or set ${envVar}.`
   );
+}
+
+/** The first of `candidates` that is an executable file, or undefined. */
+function firstExecutable(candidates) {
+  return candidates.find((candidate) => {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Appends what `proc` writes (stdout and stderr) to `holder.output`, keeping
+ * about its last `limit` characters: enough to explain a failure, never a
+ * process's whole life in memory.
+ */
+function keepOutput(proc, holder, limit = 200000) {
+  const keep = (chunk) => {
+    holder.output += chunk.toString();
+    if (holder.output.length > limit) holder.output = holder.output.slice(-limit / 2);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
 }
 
 /** A TCP port nobody listens on right now. */
@@ -59,9 +79,10 @@ function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function canConnect(port) {
+/** Whether something accepts TCP connections on host:port now. */
+function canConnect(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = net.connect({ host, port });
     sock.once('connect', () => {
       sock.destroy();
       resolve(true);
@@ -99,13 +120,8 @@ async function startServer(options = {}) {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...(options.env || {}) },
     });
-    let output = '';
-    const keep = (chunk) => {
-      output += chunk.toString();
-      if (output.length > 200000) output = output.slice(-100000);
-    };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
+    const out = { output: '' };
+    keepOutput(proc, out);
     let exitInfo = null;
     const exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
@@ -133,7 +149,7 @@ async function startServer(options = {}) {
         secret,
         proc,
         exited,
-        logs: () => output,
+        logs: () => out.output,
         get running() {
           return exitInfo === null;
         },
@@ -154,7 +170,7 @@ async function startServer(options = {}) {
       return server;
     }
     lastError = new Error(
-      `realtime-server did not start on port ${port} (exit ${JSON.stringify(exitInfo)}):\n${output}`
+      `realtime-server did not start on port ${port} (exit ${JSON.stringify(exitInfo)}):\n${out.output}`
     );
     if (!exitInfo) {
       proc.kill('SIGKILL');
@@ -166,4 +182,6 @@ async function startServer(options = {}) {
   throw lastError;
 }
 
-module.exports = { startServer, findBinary, freePort, sleep, REPO_ROOT };
+module.exports = {
+  startServer, findBinary, firstExecutable, keepOutput, canConnect, freePort, sleep, REPO_ROOT,
+};

@@ -28,12 +28,11 @@ const {
   subscribe,
   nextEvent,
   collect,
-  connected,
   reachesState,
-  recordFrames,
   channelName,
   waitUntil,
   sleep,
+  signin,
 } = require('../lib/clients');
 const { Cluster, OwnBus, sharedBus, startReceiver, metricOf } = require('../lib/cluster');
 
@@ -51,16 +50,8 @@ const memberIds = (channel) => membersOf(channel).map((m) => m.id);
 const ids = (events) => events.map((e) => e.data.id);
 
 /** Signs a pusher-js client in and waits until its #server-to-user- channel is subscribed. */
-async function signin(client) {
-  const frames = recordFrames(client);
-  await connected(client, 10000);
-  client.signin();
-  await waitUntil(
-    () => frames.find((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error'),
-    10000,
-    'pusher:signin_success'
-  );
-  const answer = frames.find((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error');
+async function signedIn(client) {
+  const { answer } = await signin(client, 10000);
   assert.equal(answer.event, 'pusher:signin_success', JSON.stringify(answer));
   await waitUntil(
     () => client.user.serverToUserChannel && client.user.serverToUserChannel.subscribed,
@@ -186,7 +177,7 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           const user = `user-${hex()}`;
           const conns = c.nodes.map((node) => node.client({ user: { id: user } }));
           const other = c.nodes[1].client({ user: { id: `${user}-other` } });
-          await Promise.all([...conns, other].map(signin));
+          await Promise.all([...conns, other].map(signedIn));
           const notes = conns.map((client) => collect(client.user, 'note'));
           const ends = conns.map((client) => collect(client.user, 'end'));
           const otherNotes = collect(other.user, 'note');
@@ -346,7 +337,7 @@ describe('realtime-server cluster', { concurrency: true }, () => {
           const user = `kicked-${hex()}`;
           const victims = c.nodes.map((node) => node.client({ user: { id: user } }));
           const bystander = c.nodes[1].client({ user: { id: `${user}-bystander` } });
-          await Promise.all([...victims, bystander].map(signin));
+          await Promise.all([...victims, bystander].map(signedIn));
           const res = await c.sdk(0).terminateUserConnections(user);
           assert.equal(res.status, 200);
           await Promise.all(victims.map((v, k) => reachesState(v, 'disconnected', 10000).catch(() => {

@@ -13,21 +13,8 @@ const {
   waitUntil,
   withTimeout,
   sleep,
+  signin,
 } = require('../lib/clients');
-
-/** Signs a pusher-js client in; resolves the pusher:signin_success frame. */
-async function signin(client) {
-  const frames = recordFrames(client);
-  await connected(client);
-  client.signin();
-  await waitUntil(
-    () => frames.find((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error'),
-    3000,
-    'pusher:signin_success'
-  );
-  const answer = frames.find((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error');
-  return { answer, frames };
-}
 
 /** Signs a raw ws client in as `userData.id`; resolves the answer frame. */
 async function rawSignin(h, raw, userData, sdk = h.sdkClient) {
